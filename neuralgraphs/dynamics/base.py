@@ -1,0 +1,104 @@
+"""Shared machinery of the graph modules: candidate weights, wiring, inputs and readout."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import networkx as nx
+import torch
+from torch import Tensor, nn
+
+from neuralgraphs.graph import NeuralGraph
+from neuralgraphs.propagate import BACKENDS
+from neuralgraphs.wiring import ActiveEdges, Wiring, make_wiring
+
+
+class WiredGraph(nn.Module):
+    """Base class: a candidate graph, one learnable weight per candidate edge and a wiring.
+
+    Subclasses implement ``forward``.  Node features travel node-major, ``[N, B, *]``, inside the module so
+    that the graph product is one ``[N, N] x [N, B * prod(*)]`` matrix product; node operations see the usual
+    ``[B, n, *]`` layout.
+
+    Args:
+        graph: the candidate graph.
+        node_op: node operation ``f`` called as ``node_op(x [B, n, *], nodes: slice)``.
+        wiring: a :class:`~neuralgraphs.wiring.Wiring` or a name (``"dnw"``, ``"random"``, ``"complete"``,
+            ``"no_update"``).  (default: ``"dnw"``)
+        k, density, scope, seed: the budget and seed for a wiring given by name.
+        backend: propagation backend, ``"auto"``, ``"dense"`` or ``"csr"``.  (default: ``"auto"``)
+    """
+
+    def __init__(self, graph: NeuralGraph, node_op: nn.Module, wiring: Union[str, Wiring, None] = "dnw", *,
+                 k: Optional[int] = None, density: Optional[float] = None, scope: str = "global",
+                 seed: int = 0, backend: str = "auto") -> None:
+        super().__init__()
+        if not isinstance(graph, NeuralGraph):
+            raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
+        if not isinstance(node_op, nn.Module):
+            raise TypeError(f"node_op: expected an nn.Module called as op(x, nodes), got {type(node_op).__name__}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        if graph.inputs.numel() == 0:
+            raise ValueError("graph: has no input nodes; pass inputs= when building the graph")
+        if graph.outputs.numel() == 0:
+            raise ValueError("graph: has no output nodes; pass outputs= when building the graph")
+        self.graph = graph
+        self.node_op = node_op
+        if wiring is None or wiring == "complete":
+            k = density = None
+        self.wiring = make_wiring(wiring, graph, k=k, density=density, scope=scope, seed=seed)
+        self.backend = backend
+        self.weight = nn.Parameter(torch.empty(graph.num_edges))
+        self.register_buffer("edge_index", graph.edge_index.clone(), persistent=False)
+        self.register_buffer("inputs", graph.inputs.clone(), persistent=False)
+        self.register_buffer("outputs", graph.outputs.clone(), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal candidate weights scaled by the mean active in-degree (fan-in), and node ops reset."""
+        targets = int((self.graph.in_degree() > 0).sum())
+        fan_in = max(1.0, self.wiring.num_active / max(1, targets))
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(fan_in))
+        for m in self.node_op.modules():
+            if m is not self.node_op and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    @property
+    def weight_grad(self) -> str:
+        return "all" if self.wiring.straight_through else "active"
+
+    def active(self) -> ActiveEdges:
+        """Select this step's active edges (once per forward)."""
+        return self.wiring(self.weight)
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x: expected a tensor, got {type(x).__name__}")
+        n_in = self.inputs.numel()
+        if x.dim() < 2 or x.size(1) != n_in:
+            raise ValueError(f"x: expected shape [B, {n_in}, *] (one channel per input node), got {list(x.shape)}")
+
+    def _initial_state(self, x: Tensor) -> Tensor:
+        """Node-major state ``[N, B, *]``: the input on the input nodes, zeros elsewhere."""
+        xn = x.transpose(0, 1)
+        z = x.new_zeros((self.graph.num_nodes,) + tuple(xn.shape[1:]))
+        return z.index_copy(0, self.inputs, xn)
+
+    def _apply_node_op(self, op: nn.Module, z: Tensor, nodes: slice) -> Tensor:
+        """Apply a node op to node-major ``z`` ``[n, B, *]``; returns node-major."""
+        return op(z.transpose(0, 1), nodes).transpose(0, 1)
+
+    def active_graph(self, use_labels: bool = True) -> nx.DiGraph:
+        """The candidate graph as networkx with edge attributes ``weight`` and ``active`` (current selection)."""
+        with torch.no_grad():
+            a = self.active()
+        return self.graph.to_networkx(weight=self.weight, active=a.mask, use_labels=use_labels)
+
+    def num_active_edges(self) -> int:
+        return self.wiring.num_active
+
+    def extra_repr(self) -> str:
+        return (f"num_nodes={self.graph.num_nodes}, candidates={self.graph.num_edges}, "
+                f"active={self.wiring.num_active}, backend={self.backend!r}")

@@ -1,0 +1,113 @@
+"""Static neural graphs: a DAG evaluated once, one topological level at a time."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from neuralgraphs.graph import NeuralGraph
+from neuralgraphs.propagate import PropagationPlan
+from neuralgraphs.wiring import Wiring
+from neuralgraphs.dynamics.base import WiredGraph
+
+
+class StaticGraph(WiredGraph):
+    r"""A static neural graph (DNW's SNG): a DAG evaluated once in topological order.
+
+    .. math::
+        \mathbf{I}_v = \mathbf{x}_v [v \in \text{inputs}] + \sum_{(u \to v)\ \text{active}} w_{uv} \mathbf{Z}_u,
+        \qquad \mathbf{Z}_v = f_v(\mathbf{I}_v)
+
+    All nodes of one topological level of the **candidate** graph are computed together: one graph product
+    and one call of the node operation per level.  Output nodes read out :math:`\mathbf{Z}_v`.
+
+    The nodes are renumbered once so that every level is a contiguous range; :attr:`graph` is the renumbered
+    graph (its ``node_labels`` name the original nodes) and :attr:`weight` follows its candidate order.
+
+    Args:
+        graph: a DAG (cycles or self-loops raise, naming one cycle).
+        node_op: node operation ``f`` (e.g. :func:`~neuralgraphs.nodes.image_node_op` with
+            ``order="norm-relu-conv"``).
+        wiring, k, density, scope, seed, backend: see :class:`~neuralgraphs.dynamics.base.WiredGraph`.
+
+    Shapes:
+        input ``[B, len(graph.inputs), *]``; output ``[B, len(graph.outputs), *]``.
+    """
+
+    def __init__(self, graph: NeuralGraph, node_op: nn.Module, wiring: Union[str, Wiring, None] = "dnw", *,
+                 k: Optional[int] = None, density: Optional[float] = None, scope: str = "global",
+                 seed: int = 0, backend: str = "auto") -> None:
+        if not isinstance(graph, NeuralGraph):
+            raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
+        graph.check_acyclic()
+        perm = torch.argsort(graph.levels(), stable=True)
+        if graph.node_labels is None:
+            graph = NeuralGraph(graph.num_nodes, graph.edge_index, graph.inputs, graph.outputs,
+                                order=graph.order, blocks=graph.blocks, node_attrs=graph.node_attrs,
+                                edge_attrs=graph.edge_attrs, node_labels=list(range(graph.num_nodes)),
+                                graph_attrs=graph.graph_attrs)
+        graph = graph.relabel(perm)
+        super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend)
+        self._levels = self._level_structure(graph)
+        level_start = torch.tensor([lv[0] for lv in self._levels])[graph.levels()]
+        # Edges with targets numbered inside their level: a level's product is [n_level, nodes before it].
+        local = graph.edge_index.clone()
+        local[1] -= level_start[local[1]]
+        self.register_buffer("local_edge_index", local, persistent=False)
+        # Input nodes sorted by node id, so each level's inputs are one contiguous range.
+        by_node = torch.argsort(graph.inputs)
+        self.register_buffer("inject_rows", graph.inputs[by_node] - level_start[graph.inputs[by_node]],
+                             persistent=False)
+        self.register_buffer("inject_cols", by_node, persistent=False)
+        bounds = torch.searchsorted(graph.inputs[by_node], torch.tensor([lv[1] for lv in self._levels]))
+        self._inject = list(zip([0] + bounds.tolist()[:-1], bounds.tolist()))
+
+    @staticmethod
+    def _level_structure(graph: NeuralGraph) -> List[Tuple[int, int, int, int]]:
+        """``(first node, end node, first candidate, end candidate)`` of each level, as host ints."""
+        counts = torch.bincount(graph.levels()).tolist()
+        ptr = graph.ptr.tolist()
+        out, start = [], 0
+        for c in counts:
+            out.append((start, start + c, ptr[start], ptr[start + c]))
+            start += c
+        return out
+
+    @property
+    def num_levels(self) -> int:
+        return len(self._levels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        a = self.active()
+        xn = x.transpose(0, 1)
+        feat = tuple(xn.shape[1:])
+        # On CPU the active edges of each level are sliced exactly (a host read costs nothing there); on
+        # other devices the dense path needs no active list, so no step waits on the device.
+        exact = a.index.device.type == "cpu"
+        outs: List[Tensor] = []
+        for (r0, r1, c0, c1), (i0, i1) in zip(self._levels, self._inject):
+            n = r1 - r0
+            if c1 > c0:
+                prev = outs[0] if len(outs) == 1 else torch.cat(outs)
+                active, backend = None, self.backend
+                if not exact:
+                    backend = "dense"
+                elif backend != "dense":
+                    lo, hi = torch.searchsorted(a.index, torch.tensor([c0, c1])).tolist()
+                    active = a.index[lo:hi] - c0
+                plan = PropagationPlan(self.local_edge_index[:, c0:c1], n, r0, active=active, backend=backend,
+                                       weight_grad=self.weight_grad)
+                inp = plan(prev.reshape(r0, -1), a.weight[c0:c1]).view((n,) + feat)
+            else:
+                inp = x.new_zeros((n,) + feat)
+            if i1 > i0:
+                inp = inp.index_add(0, self.inject_rows[i0:i1], xn.index_select(0, self.inject_cols[i0:i1]))
+            outs.append(self._apply_node_op(self.node_op, inp, slice(r0, r1)))
+        z = torch.cat(outs)
+        return z.index_select(0, self.outputs).transpose(0, 1)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", levels={self.num_levels}"

@@ -1,0 +1,142 @@
+"""Exact top-k edge selection, ties broken by index, without a full sort.
+
+All selectors return the indices of the kept candidates in **ascending** order.  Candidates of a
+:class:`~neuralgraphs.graph.NeuralGraph` are sorted by ``(target, source)``, so the result is already in CSR
+order and needs no further sorting before a sparse-dense product.
+
+Scores are always compared as fp32 so every process of a multi-process run picks the same edges.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+def _kth_largest(scores: Tensor, k: int) -> Tensor:
+    # kthvalue (a selection, O(E)) is ~2x faster than topk on CPU; topk is the fast path on CUDA.
+    if scores.device.type == "cpu":
+        return torch.kthvalue(scores, scores.numel() - k + 1).values
+    return torch.topk(scores, k, sorted=False).values.min()
+
+
+def _mask_from_threshold(scores: Tensor, threshold: Tensor, k: int, sync_free: bool) -> Tensor:
+    """Boolean mask of the k largest scores: all above ``threshold`` plus the lowest-index ties."""
+    above = scores > threshold
+    ties = scores == threshold
+    need = k - above.sum()
+    if sync_free:
+        return above | (ties & (ties.cumsum(0) <= need))
+    need = int(need)
+    if int(ties.sum()) == need:  # the usual case: no tie straddles the threshold
+        return above | ties
+    return above | (ties & (ties.cumsum(0) <= need))
+
+
+def topk_indices(scores: Tensor, k: int, hint: Optional[float] = None) -> Tuple[Tensor, Optional[float]]:
+    """Indices (ascending) of the ``k`` largest entries of a 1-D fp32 ``scores``; ties go to lower indices.
+
+    Args:
+        scores: 1-D float32 tensor (typically ``|w|``).
+        k: number of entries to keep, ``0 <= k <= scores.numel()``.
+        hint: a value believed to be a little below the k-th largest score (from the previous step).
+            On CPU, when at least ``k`` scores lie at or above it, only those are searched; the answer is
+            exact either way.  Ignored on other devices, which use a synchronisation-free path.
+
+    Returns:
+        ``(indices, next_hint)``: the selected indices (int64, ascending, length ``k``) and a hint for the
+        next call (a score slightly below this call's threshold), or :obj:`None`.
+    """
+    n = scores.numel()
+    if k == n:
+        return torch.arange(n, device=scores.device), None
+    if k == 0:
+        return torch.empty(0, dtype=torch.long, device=scores.device), None
+    if scores.device.type != "cpu":
+        threshold = _kth_largest(scores, k)
+        mask = _mask_from_threshold(scores, threshold, k, sync_free=True)
+        return torch.nonzero_static(mask, size=k).view(-1), None
+
+    if hint is not None:
+        band = (scores >= hint).nonzero().view(-1)  # ascending
+        m = band.numel()
+        if k <= m:
+            sub = scores[band]
+            threshold = _kth_largest(sub, k)
+            keep = _mask_from_threshold(sub, threshold, k, sync_free=False)
+            return band[keep], _next_hint(sub, k, m)
+    threshold = _kth_largest(scores, k)
+    mask = _mask_from_threshold(scores, threshold, k, sync_free=False)
+    return mask.nonzero().view(-1), _next_hint(scores, k, n)
+
+
+def _next_hint(scores: Tensor, k: int, n: int) -> Optional[float]:
+    # Keep a margin of ~1% of k (at least 256 scores) below the threshold: from one training step to the
+    # next only a few edges cross it, so the next call searches about k * 1.01 scores instead of all n.
+    margin = min(n - k, max(256, k // 100))
+    if margin <= 0:
+        return None
+    return float(_kth_largest(scores, k + margin))
+
+
+def _ordered_keys(scores: Tensor, position: Tensor) -> Tensor:
+    """Unique int64 keys ordering by score, then by lower position: for fp32 scores >= 0, whose bit
+    patterns are monotone as int32."""
+    bits = scores.contiguous().view(torch.int32).to(torch.long)
+    return (bits << 32) | ((1 << 31) - 1 - position)
+
+
+class SegmentLayout:
+    """Precomputed padded layout for per-segment top-k (per target node, per block, per layer).
+
+    Segment ``s`` holds the candidates with ``segment[e] == s``; they are laid out in row ``s`` of a padded
+    ``[S, L]`` table so one batched ``topk`` along the rows selects every segment at once.
+
+    Args:
+        segment: segment id per candidate (int64, ``[E]``, values ``0..S-1``).
+        k_per_segment: number of candidates to keep in each segment (``[S]``).
+    """
+
+    def __init__(self, segment: Tensor, k_per_segment: Tensor) -> None:
+        segment = segment.long()
+        num_seg = k_per_segment.numel()
+        counts = torch.bincount(segment, minlength=num_seg)
+        if bool((k_per_segment > counts).any()):
+            s = int((k_per_segment > counts).nonzero()[0])
+            raise ValueError(
+                f"budget: segment {s} keeps {int(k_per_segment[s])} edges but has only {int(counts[s])} candidates")
+        order = torch.argsort(segment, stable=True)
+        starts = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
+        pos = torch.empty_like(order)
+        pos[order] = torch.arange(order.numel()) - starts[segment[order]]
+        self.num_segments = num_seg
+        self.width = int(counts.max()) if counts.numel() else 0
+        self.k_max = int(k_per_segment.max()) if num_seg else 0
+        self.total = int(k_per_segment.sum())
+        self.num_candidates = segment.numel()
+        self.row = segment
+        self.col = pos
+        self.k_per_segment = k_per_segment.long()
+        table = torch.full((num_seg, max(self.width, 1)), -1, dtype=torch.long)
+        table[segment, pos] = torch.arange(segment.numel())
+        self.table = table
+
+    def to(self, device: torch.device) -> "SegmentLayout":
+        for name in ("row", "col", "k_per_segment", "table"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def select(self, scores: Tensor) -> Tensor:
+        """Indices (ascending) of the kept candidates, ``k_per_segment[s]`` of largest score per segment."""
+        if self.row.device != scores.device:
+            self.to(scores.device)
+        keys = torch.full((self.num_segments, max(self.width, 1)), -1, dtype=torch.long, device=scores.device)
+        keys[self.row, self.col] = _ordered_keys(scores, self.col)
+        top = torch.topk(keys, self.k_max, dim=1, sorted=True).indices
+        keep = torch.arange(self.k_max, device=scores.device).view(1, -1) < self.k_per_segment.view(-1, 1)
+        chosen = self.table.gather(1, top)[keep]
+        mask = torch.zeros(self.num_candidates, dtype=torch.bool, device=scores.device)
+        mask[chosen] = True
+        return torch.nonzero_static(mask, size=self.total).view(-1)

@@ -1,0 +1,288 @@
+r"""Wirings: modules that turn one weight per candidate edge into the active edges of a step.
+
+Every wiring maps the candidate weights :math:`w \in \mathbb{R}^E` to :class:`ActiveEdges`: the effective
+weights :math:`\tilde w = w \odot m` (zero off the active set), the active indices (ascending, so in CSR
+order) and the mask :math:`m`.  They differ in how :math:`m` is chosen and in the gradient of :math:`\tilde w`:
+
+* :class:`TopKWiring` (DNW): :math:`m` = the :math:`k` largest :math:`|w|` every step, and the gradient is
+  straight-through, :math:`\partial L / \partial w = \partial L / \partial \tilde w` for **every** candidate,
+  so an inactive edge receives the gradient it would get if it were active and can grow into the top-k.
+* :class:`RandomWiring`: a fixed random set with the same budget; only active edges get gradients.
+* :class:`CompleteWiring`: every candidate active.
+* :class:`FixedWiring`: a set chosen once (top-k of the initial weights: DNW "no update"; of trained
+  weights: fine-tuning and lottery tickets) and never changed.
+
+Budgets are a count ``k`` or a ``density`` (fraction of candidates kept), over the whole graph
+(``scope="global"``), per target node (``"per_node"``) or per block of target nodes (``"per_block"``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from neuralgraphs.graph import NeuralGraph
+from neuralgraphs.wiring.select import SegmentLayout, topk_indices
+
+SCOPES = ("global", "per_node", "per_block")
+
+
+class ActiveEdges(NamedTuple):
+    """The active edges of one step.
+
+    Attributes:
+        weight: effective weight per candidate ``[E]``, zero for inactive candidates.
+        index: indices of the active candidates, ascending (CSR order), ``[k]``.
+        mask: boolean ``[E]``, true for active candidates.
+        straight_through: whether every candidate receives a gradient (DNW) or only active ones.
+    """
+
+    weight: Tensor
+    index: Tensor
+    mask: Tensor
+    straight_through: bool
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """Forward ``w * mask``; backward passes the gradient to every candidate unchanged."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, mask: Tensor) -> Tensor:
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, None
+
+
+def straight_through_mask(weight: Tensor, mask: Tensor) -> Tensor:
+    """``weight * mask`` in the forward pass, identity in the backward pass."""
+    return _StraightThroughMask.apply(weight, mask.to(weight.dtype))
+
+
+def resolve_budget(graph: NeuralGraph, k: Optional[int] = None, density: Optional[float] = None,
+                   scope: str = "global") -> Tuple[int, Optional[SegmentLayout]]:
+    """Turn a budget into the total number of active edges and, for segmented scopes, their layout.
+
+    Args:
+        graph: the candidate graph.
+        k: number of edges kept (globally, or in each node / block for the segmented scopes, capped at the
+            segment's candidate count).
+        density: fraction of candidates kept, in ``(0, 1]`` (globally or in each node / block).
+        scope: ``"global"``, ``"per_node"`` (segments = target nodes) or ``"per_block"`` (segments = blocks
+            of target nodes, from ``graph.blocks``).
+
+    Returns:
+        ``(total, layout)``: total active edges and a :class:`SegmentLayout` (:obj:`None` for global).
+
+    Raises:
+        ValueError: if both or neither of ``k`` / ``density`` is given, if they are out of range, if ``k``
+            exceeds the candidate set, or if ``per_block`` is asked of a graph without blocks.
+    """
+    if not isinstance(graph, NeuralGraph):
+        raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope: expected one of {SCOPES}, got {scope!r}")
+    if (k is None) == (density is None):
+        raise ValueError("budget: give exactly one of k (a count) or density (a fraction kept)")
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"k: expected an int, got {type(k).__name__}")
+        if k < 0:
+            raise ValueError(f"k: expected a non-negative count, got {k}")
+    else:
+        if isinstance(density, bool) or not isinstance(density, (int, float)):
+            raise TypeError(f"density: expected a float in (0, 1], got {type(density).__name__}")
+        if not 0.0 < float(density) <= 1.0:
+            raise ValueError(f"density: expected a fraction kept in (0, 1], got {density}")
+    e = graph.num_edges
+    if scope == "global":
+        if k is not None and k > e:
+            raise ValueError(f"k: budget of {k} edges is larger than the {e} candidate edges")
+        total = k if k is not None else max(1, int(round(float(density) * e)))
+        return total, None
+    if scope == "per_node":
+        segment = graph.edge_index[1]
+        num_seg = graph.num_nodes
+    else:
+        if graph.blocks is None:
+            raise ValueError("scope: 'per_block' needs a graph with blocks (see blocked_dag)")
+        blocks = graph.blocks
+        _, blocks = torch.unique(blocks, return_inverse=True)
+        segment = blocks[graph.edge_index[1]]
+        num_seg = int(blocks.max()) + 1
+    counts = torch.bincount(segment, minlength=num_seg)
+    if k is not None:
+        per = torch.clamp(counts, max=k)
+    else:
+        per = torch.round(counts.double() * float(density)).long()
+        per = torch.where(counts > 0, per.clamp(min=1), per)
+    return int(per.sum()), SegmentLayout(segment, per)
+
+
+class Wiring(nn.Module):
+    """Base class of wirings.  Subclasses implement :meth:`select` (indices of the active candidates)."""
+
+    straight_through: bool = False
+
+    def __init__(self, graph: NeuralGraph, k: Optional[int] = None, density: Optional[float] = None,
+                 scope: str = "global") -> None:
+        super().__init__()
+        self.num_candidates = graph.num_edges
+        self.scope = scope
+        self.num_active, self._layout = resolve_budget(graph, k=k, density=density, scope=scope)
+
+    def select(self, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _check_weight(self, weight: Tensor) -> None:
+        if not isinstance(weight, Tensor):
+            raise TypeError(f"weight: expected a tensor, got {type(weight).__name__}")
+        if weight.dim() != 1 or weight.numel() != self.num_candidates:
+            raise ValueError(f"weight: expected shape [{self.num_candidates}] (one per candidate edge), "
+                             f"got {list(weight.shape)}")
+
+    def forward(self, weight: Tensor) -> ActiveEdges:
+        """Select the active edges for this step and return them with the effective weights."""
+        self._check_weight(weight)
+        with torch.no_grad():
+            index = self.select(weight)
+            mask = torch.zeros(self.num_candidates, dtype=torch.bool, device=weight.device)
+            mask[index] = True
+        if self.straight_through:
+            eff = straight_through_mask(weight, mask)
+        else:
+            eff = weight * mask.to(weight.dtype)
+        return ActiveEdges(eff, index, mask, self.straight_through)
+
+    def extra_repr(self) -> str:
+        return f"active={self.num_active}/{self.num_candidates}, scope={self.scope}"
+
+
+class TopKWiring(Wiring):
+    r"""Discovering Neural Wirings: the :math:`k` candidates of largest :math:`|w|`, re-chosen every step,
+    with the straight-through gradient (`Wortsman et al., 2019 <https://arxiv.org/abs/1906.00586>`_).
+
+    Selection runs on fp32 :math:`|w|`, ties go to the lower candidate index, and on CUDA it needs no host
+    synchronisation.  On CPU the previous threshold narrows the search, which stays exact.
+
+    Args:
+        graph: the candidate graph.
+        k: number of active edges.  (give ``k`` or ``density``)
+        density: fraction of candidates kept.
+        scope: ``"global"``, ``"per_node"`` or ``"per_block"``.  (default: ``"global"``)
+    """
+
+    straight_through = True
+
+    def __init__(self, graph: NeuralGraph, k: Optional[int] = None, density: Optional[float] = None,
+                 scope: str = "global") -> None:
+        super().__init__(graph, k=k, density=density, scope=scope)
+        self._hint: Optional[float] = None
+
+    def select(self, weight: Tensor) -> Tensor:
+        scores = weight.detach().abs().float()
+        if self._layout is not None:
+            return self._layout.select(scores)
+        index, self._hint = topk_indices(scores, self.num_active, self._hint)
+        return index
+
+
+class _StoredWiring(Wiring):
+    """A wiring whose active set is a buffer (restored by ``load_state_dict``)."""
+
+    def __init__(self, graph: NeuralGraph, k=None, density=None, scope="global") -> None:
+        super().__init__(graph, k=k, density=density, scope=scope)
+        self.register_buffer("active_index", torch.zeros(self.num_active, dtype=torch.long))
+        self._ready = False
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "active_index" in state_dict:
+            self._ready = True
+
+    def _choose(self, scores: Tensor) -> Tensor:
+        if self._layout is not None:
+            return self._layout.select(scores)
+        return topk_indices(scores, self.num_active)[0]
+
+    def select(self, weight: Tensor) -> Tensor:
+        if not self._ready:
+            self.freeze_from(weight)
+        return self.active_index
+
+    def freeze_from(self, weight: Tensor) -> None:
+        raise NotImplementedError
+
+
+class RandomWiring(_StoredWiring):
+    """A fixed random wiring with the same budget (the paper's "random graph" baseline).
+
+    The active set is the top-k of i.i.d. uniform scores drawn from ``seed``, so it honours per-node and
+    per-block budgets exactly.  Only active edges receive gradients.
+
+    Args:
+        graph: the candidate graph.
+        k, density, scope: the budget, as for :class:`TopKWiring`.
+        seed: random seed.  (default: ``0``)
+    """
+
+    def __init__(self, graph: NeuralGraph, k=None, density=None, scope="global", seed: int = 0) -> None:
+        super().__init__(graph, k=k, density=density, scope=scope)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+        gen = torch.Generator().manual_seed(seed)
+        self.active_index.copy_(self._choose(torch.rand(self.num_candidates, generator=gen)))
+        self._ready = True
+
+
+class CompleteWiring(_StoredWiring):
+    """Every candidate is active (the complete-graph baseline)."""
+
+    def __init__(self, graph: NeuralGraph) -> None:
+        super().__init__(graph, k=graph.num_edges)
+        self.active_index.copy_(torch.arange(self.num_candidates))
+        self._ready = True
+
+
+class FixedWiring(_StoredWiring):
+    """Top-k of given weights, chosen once and never updated.
+
+    With ``weight=None`` the set is taken from the weights seen at the first forward pass, i.e. the
+    initial weights: DNW's "no update" ablation.  Built from trained weights (:meth:`from_weights`), it
+    fine-tunes a learned wiring; with the weights reset to their initial values it is a one-shot lottery
+    ticket (see :func:`neuralgraphs.wiring.freeze_wiring`).
+
+    Args:
+        graph: the candidate graph.
+        k, density, scope: the budget, as for :class:`TopKWiring`.
+        weight: weights to choose from now.  (default: :obj:`None`, the first forward's weights)
+    """
+
+    def __init__(self, graph: NeuralGraph, k=None, density=None, scope="global",
+                 weight: Optional[Tensor] = None) -> None:
+        super().__init__(graph, k=k, density=density, scope=scope)
+        if weight is not None:
+            self._check_weight(weight)
+            self.freeze_from(weight)
+
+    @classmethod
+    def like(cls, wiring: Wiring, weight: Tensor) -> "FixedWiring":
+        """A fixed wiring with the budget of ``wiring`` (same count, scope and segments), frozen to the
+        top-k of ``weight``."""
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        obj.num_candidates, obj.scope = wiring.num_candidates, wiring.scope
+        obj.num_active, obj._layout = wiring.num_active, wiring._layout
+        obj.register_buffer("active_index", torch.zeros(obj.num_active, dtype=torch.long))
+        obj._check_weight(weight)
+        obj.freeze_from(weight)
+        return obj
+
+    def freeze_from(self, weight: Tensor) -> None:
+        """Fix the active set to the top-k of ``|weight|``."""
+        idx = self._choose(weight.detach().abs().float())
+        self.active_index = idx.to(self.active_index.device)
+        self._ready = True
