@@ -361,11 +361,16 @@ class NeuralGraph:
             **kwargs: forwarded to :class:`NeuralGraph`.
         """
         try:
-            arr = np.asarray(edges, dtype=np.int64).reshape(-1, 2) if len(edges) else np.zeros((0, 2), np.int64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError("edges: expected a sequence of (source, target) integer pairs") from exc
-        if np.asarray(edges, dtype=object).ndim != 2 and len(edges):
-            raise ValueError("edges: expected (source, target) pairs")
+            arr = np.asarray(edges)
+        except (TypeError, ValueError) as exc:  # ragged input
+            raise ValueError("edges: expected a sequence of (source, target) pairs") from exc
+        if arr.size == 0:
+            arr = np.zeros((0, 2), dtype=np.int64)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"edges: expected (source, target) pairs, got an array of shape {arr.shape}")
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"edges: expected integer node ids, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
         if num_nodes is None:
             if arr.size == 0:
                 raise ValueError("edges: empty edge list and no num_nodes given")
@@ -407,10 +412,10 @@ class NeuralGraph:
                 raise ValueError(f"{name}: node {exc.args[0]!r} is not in the graph") from None
 
         if inputs is None:
-            role_in = [v for v, r in graph.nodes(data="role") if r == "input"]
+            role_in = [v for v, r in graph.nodes(data="role") if r in ("input", "input+output")]
             inputs = role_in or None
         if outputs is None:
-            role_out = [v for v, r in graph.nodes(data="role") if r == "output"]
+            role_out = [v for v, r in graph.nodes(data="role") if r in ("output", "input+output")]
             outputs = role_out or None
         edges = list(graph.edges(data=True))
         ei = torch.tensor([[index[u] for u, _, _ in edges], [index[v] for _, v, _ in edges]],

@@ -111,15 +111,16 @@ class PropagationPlan:
         return edge_weight if self.active is None else edge_weight[self.active]
 
     def dense_matrix(self, edge_weight: Tensor) -> Tensor:
+        # accumulate: parallel edges (multigraphs from PyG utilities) add up, as in the CSR backend
         m = edge_weight.new_zeros(self.num_out * self.num_in)
-        m[self.flat] = edge_weight
+        m.index_put_((self.flat,), edge_weight, accumulate=True)
         return m.view(self.num_out, self.num_in)
 
     def csr_matrix(self, edge_weight: Tensor) -> Tensor:
         crow, col = self.csr_index()
         return torch.sparse_csr_tensor(crow, col, self.active_values(edge_weight),
                                        (self.num_out, self.num_in), dtype=edge_weight.dtype,
-                                       device=edge_weight.device)
+                                       device=edge_weight.device, check_invariants=False)
 
     def __call__(self, x: Tensor, edge_weight: Tensor) -> Tensor:
         """Apply to node-major features ``x`` of shape ``[num_in, F]``; returns ``[num_out, F]``."""
@@ -131,13 +132,13 @@ class PropagationPlan:
         if self.weight_grad == "active" and self.active is not None and self.active.numel() < e:
             crow, col = self.csr_index()
             pattern = torch.sparse_csr_tensor(crow, col, grad_out.new_ones(col.numel()),
-                                              (self.num_out, self.num_in))
+                                              (self.num_out, self.num_in), check_invariants=False)
             vals = torch.sparse.sampled_addmm(pattern, grad_out, x.t(), beta=0.0).values()
             return grad_out.new_zeros(e).index_copy_(0, self.active, vals)
         if e >= GEMM_MIN_CANDIDATE_DENSITY * self.num_out * self.num_in:
             return (grad_out @ x.t()).view(-1)[self.flat]
         pattern = torch.sparse_csr_tensor(self.candidate_crow(), self.src, grad_out.new_ones(e),
-                                          (self.num_out, self.num_in))
+                                          (self.num_out, self.num_in), check_invariants=False)
         return torch.sparse.sampled_addmm(pattern, grad_out, x.t(), beta=0.0).values()
 
 

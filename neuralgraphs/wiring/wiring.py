@@ -196,12 +196,15 @@ class _StoredWiring(Wiring):
     def __init__(self, graph: NeuralGraph, k=None, density=None, scope="global") -> None:
         super().__init__(graph, k=k, density=density, scope=scope)
         self.register_buffer("active_index", torch.zeros(self.num_active, dtype=torch.long))
+        # Persisted so that a saved, not yet frozen lazy wiring stays lazy when loaded.
+        self.register_buffer("frozen", torch.tensor(False))
         self._ready = False
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "active_index" in state_dict:
-            self._ready = True
+        key = prefix + "frozen"
+        if key in state_dict:
+            self._ready = bool(state_dict[key])
 
     def _choose(self, scores: Tensor) -> Tensor:
         if self._layout is not None:
@@ -235,6 +238,7 @@ class RandomWiring(_StoredWiring):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
         gen = torch.Generator().manual_seed(seed)
         self.active_index.copy_(self._choose(torch.rand(self.num_candidates, generator=gen)))
+        self.frozen.fill_(True)
         self._ready = True
 
 
@@ -244,6 +248,7 @@ class CompleteWiring(_StoredWiring):
     def __init__(self, graph: NeuralGraph) -> None:
         super().__init__(graph, k=graph.num_edges)
         self.active_index.copy_(torch.arange(self.num_candidates))
+        self.frozen.fill_(True)
         self._ready = True
 
 
@@ -277,6 +282,7 @@ class FixedWiring(_StoredWiring):
         obj.num_candidates, obj.scope = wiring.num_candidates, wiring.scope
         obj.num_active, obj._layout = wiring.num_active, wiring._layout
         obj.register_buffer("active_index", torch.zeros(obj.num_active, dtype=torch.long))
+        obj.register_buffer("frozen", torch.tensor(False))
         obj._check_weight(weight)
         obj.freeze_from(weight)
         return obj
@@ -285,4 +291,5 @@ class FixedWiring(_StoredWiring):
         """Fix the active set to the top-k of ``|weight|``."""
         idx = self._choose(weight.detach().abs().float())
         self.active_index = idx.to(self.active_index.device)
+        self.frozen.fill_(True)
         self._ready = True

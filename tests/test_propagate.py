@@ -1,0 +1,433 @@
+"""Tests of :func:`neuralgraphs.propagate.propagate` and :class:`PropagationPlan`.
+
+References: an explicit per-edge loop (``out[t] += w_e * x[s]``), a dense ``[N_out, N_in]`` matrix product
+written here, float64 ``torch.autograd.gradcheck``, and PyG's own ``MessagePassing(aggr="add")``.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from neuralgraphs._compat import import_pyg
+from neuralgraphs.generators import blocked_dag, complete_graph
+from neuralgraphs.propagate import (
+    DENSE_MIN_ENTRIES,
+    GEMM_MIN_CANDIDATE_DENSITY,
+    PropagationPlan,
+    choose_backend,
+    propagate,
+)
+
+BACKENDS = ["dense", "csr"]
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def loop_reference(x, edge_index, weight, num_out, node_dim=0):
+    """``out[t] = sum_e w_e x[s]`` by a Python loop over edges (node dimension ``node_dim``)."""
+    xs = x.movedim(node_dim, 0)
+    out = xs.new_zeros((num_out,) + tuple(xs.shape[1:]))
+    for e, (s, t) in enumerate(edge_index.t().tolist()):
+        out[t] = out[t] + weight[e] * xs[s]
+    return out.movedim(0, node_dim)
+
+
+def dense_matrix(edge_index, weight, num_out, num_in):
+    m = weight.new_zeros(num_out, num_in)
+    return m.index_put((edge_index[1], edge_index[0]), weight, accumulate=True)
+
+
+def random_bipartite(num_out, num_in, num_edges, seed, self_sorted=True):
+    """``num_edges`` distinct edges (source < num_in, target < num_out), sorted by (target, source)."""
+    gen = torch.Generator().manual_seed(seed)
+    flat = torch.randperm(num_out * num_in, generator=gen)[:num_edges]
+    if self_sorted:
+        flat = torch.sort(flat).values
+    return torch.stack([flat % num_in, flat // num_in])
+
+
+def active_subset(num_edges, frac, seed):
+    gen = torch.Generator().manual_seed(seed)
+    idx = (torch.rand(num_edges, generator=gen) < frac).nonzero().view(-1)
+    return idx if idx.numel() else torch.tensor([0])
+
+
+def zero_off(weight, active):
+    mask = torch.zeros(weight.numel(), dtype=torch.bool)
+    mask[active] = True
+    return torch.where(mask, weight, torch.zeros_like(weight))
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(7,), (7, 4), (7, 3, 2, 2)])
+def test_forward_node_dim0_square(backend, shape):
+    n = shape[0]
+    ei = random_bipartite(n, n, 20, seed=1)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen)
+    w = torch.randn(ei.size(1), generator=gen)
+    out = propagate(x, ei, w, backend=backend)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, loop_reference(x, ei, w, n))
+    dense = (dense_matrix(ei, w, n, n) @ x.reshape(n, -1)).view(x.shape)
+    torch.testing.assert_close(out, dense)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("num_out,num_in", [(4, 9), (9, 4), (1, 6), (6, 1)])
+@pytest.mark.parametrize("node_dim", [0, 1])
+def test_forward_rectangular(backend, num_out, num_in, node_dim):
+    ei = random_bipartite(num_out, num_in, max(1, num_out * num_in // 2), seed=num_out)
+    gen = torch.Generator().manual_seed(3)
+    shape = (num_in, 3, 2) if node_dim == 0 else (2, num_in, 3, 2)
+    x = torch.randn(shape, generator=gen)
+    w = torch.randn(ei.size(1), generator=gen)
+    out = propagate(x, ei, w, num_nodes=num_out, backend=backend, node_dim=node_dim)
+    expected_shape = list(shape)
+    expected_shape[node_dim] = num_out
+    assert list(out.shape) == expected_shape
+    torch.testing.assert_close(out, loop_reference(x, ei, w, num_out, node_dim))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_node_dim1_batch_channels_as_nodes(backend):
+    g = blocked_dag([3, 5, 4])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, g.num_nodes, 4, 3, generator=gen)  # [B, N, H, W]
+    w = torch.randn(g.num_edges, generator=gen)
+    out = propagate(x, g.edge_index, w, backend=backend, node_dim=1)
+    m = dense_matrix(g.edge_index, w, g.num_nodes, g.num_nodes)
+    torch.testing.assert_close(out, torch.einsum("ts,bshw->bthw", m, x))
+    # a non-contiguous input (nodes at dim 1 of a permuted tensor) gives the same answer
+    xt = x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
+    torch.testing.assert_close(propagate(xt, g.edge_index, w, backend=backend, node_dim=1), out)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("node_dim", [0, 1])
+def test_forward_with_active_subset(backend, node_dim):
+    num_out, num_in = 6, 8
+    ei = random_bipartite(num_out, num_in, 30, seed=5)
+    act = active_subset(30, 0.3, seed=6)
+    gen = torch.Generator().manual_seed(7)
+    w = zero_off(torch.randn(30, generator=gen), act)
+    x = torch.randn((num_in, 5) if node_dim == 0 else (3, num_in, 5), generator=gen)
+    out = propagate(x, ei, w, num_nodes=num_out, active=act, backend=backend, node_dim=node_dim)
+    torch.testing.assert_close(out, loop_reference(x, ei[:, act], w[act], num_out, node_dim))
+
+
+def test_default_weight_is_one_and_backends_agree_on_auto():
+    ei = random_bipartite(5, 5, 12, seed=0)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    ref = loop_reference(x, ei, torch.ones(12), 5)
+    for backend in ("auto", "dense", "csr"):
+        torch.testing.assert_close(propagate(x, ei, backend=backend), ref)
+
+
+def test_auto_backend_large_sparse_graph_uses_csr_and_is_correct():
+    n = 200
+    assert n * n >= DENSE_MIN_ENTRIES
+    ei = random_bipartite(n, n, 600, seed=2)
+    act = active_subset(600, 0.5, seed=3)
+    assert choose_backend(act.numel(), n, n, torch.device("cpu")) == "csr"
+    assert choose_backend(n * n // 2, n, n, torch.device("cpu")) == "dense"
+    assert choose_backend(1, 10, 10, torch.device("cpu")) == "dense"
+    gen = torch.Generator().manual_seed(4)
+    w = zero_off(torch.randn(600, generator=gen), act)
+    x = torch.randn(n, 4, generator=gen)
+    out = propagate(x, ei, w, active=act)
+    torch.testing.assert_close(out, dense_matrix(ei, w, n, n) @ x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plan_reused_across_weights(backend):
+    ei = random_bipartite(6, 5, 14, seed=8)
+    plan = PropagationPlan(ei, 6, 5, backend=backend)
+    assert plan.backend == backend
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(5, 3, generator=gen)
+    for _ in range(3):
+        w = torch.randn(14, generator=gen)
+        torch.testing.assert_close(plan(x, w), dense_matrix(ei, w, 6, 5) @ x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unsorted_edge_index(backend):
+    num_out, num_in = 7, 6
+    ei_sorted = random_bipartite(num_out, num_in, 25, seed=10)
+    gen = torch.Generator().manual_seed(11)
+    perm = torch.randperm(25, generator=gen)
+    ei = ei_sorted[:, perm]
+    act_sorted = active_subset(25, 0.4, seed=12)
+    # the same active edges, as positions in the shuffled edge list, in ascending order
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(25)
+    act = torch.sort(inv[act_sorted]).values
+    w0 = zero_off(torch.randn(25, dtype=torch.float64, generator=gen), act)
+    x = torch.randn(num_in, 3, dtype=torch.float64, generator=gen)
+    r = torch.randn(num_out, 3, dtype=torch.float64, generator=gen)
+
+    w = w0.clone().requires_grad_()
+    out = propagate(x, ei, w, num_nodes=num_out, active=act, backend=backend)
+    torch.testing.assert_close(out, loop_reference(x, ei, w0, num_out))
+    (out * r).sum().backward()
+    # weight gradient in the caller's (shuffled) order: <r_t, x_s> for every edge
+    expected = (r[ei[1]] * x[ei[0]]).sum(1)
+    torch.testing.assert_close(w.grad, expected)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("node_dim", [0, 1])
+@pytest.mark.parametrize("num_edges", [8, 40])  # SDDMM (E < 25% of N_out*N_in) and GEMM weight gradients
+def test_gradcheck_x_and_weight(backend, node_dim, num_edges):
+    num_out, num_in = 6, 7
+    sparse_branch = num_edges < GEMM_MIN_CANDIDATE_DENSITY * num_out * num_in
+    assert sparse_branch == (num_edges == 8)
+    ei = random_bipartite(num_out, num_in, num_edges, seed=num_edges)
+    gen = torch.Generator().manual_seed(0)
+    shape = (num_in, 2, 2) if node_dim == 0 else (2, num_in, 3)
+    x = torch.randn(shape, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(num_edges, dtype=torch.float64, generator=gen, requires_grad=True)
+
+    def f(x, w):
+        return propagate(x, ei, w, num_nodes=num_out, backend=backend, node_dim=node_dim)
+
+    assert torch.autograd.gradcheck(f, (x, w))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("weight_grad", ["all", "active"])
+@pytest.mark.parametrize("num_edges", [9, 40])
+def test_gradcheck_with_active(backend, weight_grad, num_edges):
+    num_out, num_in = 7, 6
+    ei = random_bipartite(num_out, num_in, num_edges, seed=num_edges + 1)
+    act = active_subset(num_edges, 0.5, seed=2)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(num_in, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    w_act = torch.randn(act.numel(), dtype=torch.float64, generator=gen, requires_grad=True)
+
+    def f(x, w_act):
+        # the caller's contract: weights off the active set are zero
+        w = torch.zeros(num_edges, dtype=torch.float64).index_put((act,), w_act)
+        return propagate(x, ei, w, num_nodes=num_out, active=act, backend=backend, weight_grad=weight_grad)
+
+    assert torch.autograd.gradcheck(f, (x, w_act))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("num_edges", [9, 40])
+@pytest.mark.parametrize("node_dim", [0, 1])
+def test_weight_grad_all_and_active_on_zero_weight_edges(backend, num_edges, node_dim):
+    num_out, num_in = 7, 6
+    ei = random_bipartite(num_out, num_in, num_edges, seed=num_edges + 2)
+    act = active_subset(num_edges, 0.4, seed=3)
+    inactive = torch.ones(num_edges, dtype=torch.bool)
+    inactive[act] = False
+    assert inactive.any()
+    gen = torch.Generator().manual_seed(4)
+    w0 = zero_off(torch.randn(num_edges, dtype=torch.float64, generator=gen), act)
+    shape = (num_in, 4) if node_dim == 0 else (2, num_in, 2)
+    x = torch.randn(shape, dtype=torch.float64, generator=gen)
+    out_shape = list(shape)
+    out_shape[node_dim] = num_out
+    r = torch.randn(out_shape, dtype=torch.float64, generator=gen)
+
+    # <g_t, x_s> for every edge, g = r for the loss sum(out * r)
+    rm, xm = r.movedim(node_dim, 0).reshape(num_out, -1), x.movedim(node_dim, 0).reshape(num_in, -1)
+    expected_all = (rm[ei[1]] * xm[ei[0]]).sum(1)
+    assert bool((expected_all[inactive] != 0).all())
+
+    grads = {}
+    for mode in ("all", "active"):
+        w = w0.clone().requires_grad_()
+        out = propagate(x, ei, w, num_nodes=num_out, active=act, backend=backend, node_dim=node_dim,
+                        weight_grad=mode)
+        (out * r).sum().backward()
+        grads[mode] = w.grad
+    torch.testing.assert_close(grads["all"], expected_all)
+    torch.testing.assert_close(grads["active"][act], expected_all[act])
+    assert bool((grads["active"][inactive] == 0).all())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_against_dense_autograd_nonlinear_loss(backend):
+    g = complete_graph(6, self_loops=False)
+    gen = torch.Generator().manual_seed(5)
+    x0 = torch.randn(6, 4, dtype=torch.float64, generator=gen)
+    w0 = torch.randn(g.num_edges, dtype=torch.float64, generator=gen)
+    x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+    torch.sin(propagate(x, g.edge_index, w, backend=backend)).pow(2).sum().backward()
+    xr, wr = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+    torch.sin(dense_matrix(g.edge_index, wr, 6, 6) @ xr).pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(w.grad, wr.grad)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_validation_errors():
+    ei = torch.tensor([[0, 1], [1, 2]])
+    x = torch.randn(3, 2)
+    w = torch.randn(2)
+    with pytest.raises(ValueError, match="node_dim"):
+        propagate(x, ei, w, node_dim=2)
+    with pytest.raises(ValueError, match="node_dim"):
+        propagate(x, ei, w, node_dim=-1)
+    with pytest.raises(ValueError, match="x"):
+        propagate(torch.randn(3), ei, torch.randn(2), node_dim=1)
+    with pytest.raises(TypeError, match="x"):
+        propagate([[1.0]], ei, w)
+    with pytest.raises(ValueError, match="edge_weight"):
+        propagate(x, ei, torch.randn(3))
+    with pytest.raises(ValueError, match="edge_weight"):
+        propagate(x, ei, torch.randn(2, 1))
+    with pytest.raises(TypeError, match="edge_weight"):
+        propagate(x, ei, torch.randn(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="edge_index"):
+        propagate(x, torch.tensor([[0, 3], [1, 2]]), w)  # source beyond x's nodes
+    with pytest.raises(ValueError, match="edge_index"):
+        propagate(x, ei, w, num_nodes=2)  # target 2 beyond num_nodes
+    with pytest.raises(ValueError, match="edge_index"):
+        propagate(x, torch.tensor([[0, -1], [1, 2]]), w)
+    with pytest.raises(ValueError, match="edge_index"):
+        propagate(x, ei.float(), w)
+    with pytest.raises(ValueError, match="edge_index"):
+        propagate(x, torch.tensor([0, 1]), w)
+    with pytest.raises(ValueError, match="backend"):
+        propagate(x, ei, w, backend="cusparse")
+    with pytest.raises(ValueError, match="weight_grad"):
+        propagate(x, ei, w, weight_grad="some")
+    with pytest.raises(ValueError, match="backend"):
+        PropagationPlan(ei, 3, 3, backend="sparse")
+
+
+def test_csr_paths_emit_no_warning():
+    # A fresh interpreter: torch warns only once per process, so an in-process check would depend on order.
+    code = textwrap.dedent("""
+        import warnings
+        warnings.simplefilter("error")
+        for msg in ("Sparse CSR tensor support is in beta", "Sparse CSC tensor support is in beta"):
+            warnings.filterwarnings("ignore", message=msg, category=UserWarning)
+        import torch
+        from neuralgraphs.propagate import propagate
+        ei = torch.tensor([[0, 1], [1, 2]])
+        w = torch.randn(2, requires_grad=True)
+        x = torch.randn(3, 2, requires_grad=True)
+        propagate(x, ei, w, backend="csr").sum().backward()
+        w = torch.zeros(2, requires_grad=True)
+        propagate(torch.randn(3, 2), ei, w, backend="dense", active=torch.tensor([0]),
+                  weight_grad="active").sum().backward()
+        print("OK")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-500:]
+    assert "OK" in res.stdout
+
+
+# ----------------------------------------------------------------------------- duplicate edges
+
+
+@pytest.mark.parametrize("backend", [
+    "dense",
+    "csr",
+])
+def test_duplicate_edges_are_summed(backend):
+    ei = torch.tensor([[0, 0, 1, 2], [1, 1, 0, 1]])
+    w = torch.tensor([1.0, 2.0, 3.0, 0.5])
+    x = torch.tensor([[1.0], [10.0], [100.0]])
+    out = propagate(x, ei, w, backend=backend)
+    torch.testing.assert_close(out, loop_reference(x, ei, w, 3))
+
+
+# ----------------------------------------------------------------------------- PyG interop
+
+
+def _pyg_convs():
+    pyg = import_pyg()
+    from torch_geometric.nn import MessagePassing
+
+    class MyConv(MessagePassing):
+        """A PyG layer whose aggregation is neuralgraphs' propagate."""
+
+        def __init__(self, backend):
+            super().__init__(aggr="add")
+            self.backend = backend
+
+        def forward(self, x, edge_index, edge_weight):
+            from neuralgraphs.propagate import propagate as ng_propagate
+
+            return ng_propagate(x, edge_index, edge_weight, num_nodes=x.size(0), backend=self.backend)
+
+    class PlainConv(MessagePassing):
+        def __init__(self):
+            super().__init__(aggr="add")
+
+        def forward(self, x, edge_index, edge_weight):
+            return self.propagate(edge_index, x=x, edge_weight=edge_weight)
+
+        def message(self, x_j, edge_weight):
+            return edge_weight.view(-1, 1) * x_j
+
+    return pyg, MyConv, PlainConv
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_propagate_inside_message_passing_equals_pyg(backend):
+    pyg, MyConv, PlainConv = _pyg_convs()
+    n = 9
+    ei = random_bipartite(n, n, 30, seed=13, self_sorted=False)  # PyG graphs need not be sorted
+    gen = torch.Generator().manual_seed(14)
+    x0 = torch.randn(n, 5, dtype=torch.float64, generator=gen)
+    w0 = torch.randn(30, dtype=torch.float64, generator=gen)
+    r = torch.randn(n, 5, dtype=torch.float64, generator=gen)
+    results = []
+    for conv in (MyConv(backend), PlainConv()):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        out = conv(x, ei, w)
+        (torch.tanh(out) * r).sum().backward()
+        results.append((out.detach(), x.grad, w.grad))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pyg_utils_output_fed_to_propagate(backend):
+    pyg, _, PlainConv = _pyg_convs()
+    utils = pyg.utils
+    n = 8
+    # a directed graph without self-loops and without reciprocal edges
+    ei = torch.tensor([[0, 0, 1, 2, 3, 5, 6, 4], [1, 2, 3, 3, 4, 6, 7, 7]])
+    gen = torch.Generator().manual_seed(15)
+    w = torch.randn(ei.size(1), generator=gen)
+    x = torch.randn(n, 3, generator=gen)
+
+    und, und_w = utils.to_undirected(ei, w, num_nodes=n)
+    assert und.size(1) == 2 * ei.size(1)
+    keys = und[1] * n + und[0]
+    assert bool((keys[1:] < keys[:-1]).any())  # PyG sorts by source: propagate must re-sort
+    out = propagate(x, und, und_w, backend=backend)
+    torch.testing.assert_close(out, loop_reference(x, und, und_w, n))
+    torch.testing.assert_close(out, PlainConv()(x, und, und_w))
+
+    loops, loops_w = utils.add_self_loops(ei, w, fill_value=0.5, num_nodes=n)
+    assert loops.size(1) == ei.size(1) + n
+    out = propagate(x, loops, loops_w, backend=backend)
+    torch.testing.assert_close(out, loop_reference(x, ei, w, n) + 0.5 * x)
+    torch.testing.assert_close(out, PlainConv()(x, loops, loops_w))
+
+    # gcn_norm's normalised, self-looped, unsorted edges
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    nei, nw = gcn_norm(und, und_w.abs(), num_nodes=n, add_self_loops=True)
+    torch.testing.assert_close(propagate(x, nei, nw, backend=backend), PlainConv()(x, nei, nw))
