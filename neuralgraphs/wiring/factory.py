@@ -66,9 +66,10 @@ def freeze_wiring(model: nn.Module, reset_to: Optional[Dict[str, torch.Tensor]] 
     if not found:
         raise ValueError("model: has no submodule with a top-k (DNW) wiring to freeze")
     if reset_to is not None:
-        keep = {k: v for k, v in model.state_dict().items() if k.endswith("wiring.active_index")}
+        wiring_keys = ("wiring.active_index", "wiring.frozen")
+        keep = {k: v for k, v in model.state_dict().items() if k.endswith(wiring_keys)}
         missing, unexpected = model.load_state_dict({**reset_to, **keep}, strict=False)
-        bad = [k for k in missing if not k.endswith("wiring.active_index")]
+        bad = [k for k in missing if not k.endswith(wiring_keys)]
         if bad or unexpected:
             raise ValueError(f"reset_to: does not match the model (missing {bad[:5]}, unexpected {unexpected[:5]})")
     return model

@@ -1,0 +1,273 @@
+r"""What a wired network really uses: effective edges, live nodes, parameters and multiply-adds.
+
+Under the current selection of a graph module (:class:`~neuralgraphs.dynamics.WiredGraph`):
+
+* an active edge :math:`u \to v` is **effective** when :math:`u` is reachable from an input node and
+  :math:`v` reaches an output node, both through active edges: only those edges can change the output;
+* a node is **live** when it is reachable from an input node through active edges and is an output node or
+  the source of an effective edge: only those nodes must be computed at inference (the paper's FLOP rule,
+  "dead nodes cost nothing").
+
+Counts then follow the paper: candidate-edge weights count as the number of active edges, per-node
+parameters of the node operations count for live nodes only, everything else in full.  Multiply-adds count
+one per active edge and spatial position for each graph product, the node operations of live nodes, and
+every ``nn.Conv2d`` / ``nn.Linear`` outside the graph modules.
+
+For the default static DNW :class:`~neuralgraphs.models.TinyClassifier` at initialisation
+:func:`count_parameters` gives 32,000 active edges + 708 live nodes x (9 node-conv weights + 2 instance-norm
+affine parameters) + 1,184 stem + 1,010 head = 41,982 (the paper: "about 41k"; the 92 non-output nodes of
+the last block never reach an output and are not live).  All 32,000 active edges are effective.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, WiredGraph
+from neuralgraphs.nodes import NodeAffine, NodeConv2d, count_node_parameters
+
+
+def _graph_modules(model: nn.Module) -> List[WiredGraph]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    return [m for m in model.modules() if isinstance(m, WiredGraph)]
+
+
+def _single_graph(module: nn.Module) -> WiredGraph:
+    graphs = _graph_modules(module)
+    if len(graphs) != 1:
+        raise ValueError(f"module: expected a graph module (or a model holding exactly one), "
+                         f"found {len(graphs)} graph modules")
+    return graphs[0]
+
+
+def _reachable(num_nodes: int, src: np.ndarray, dst: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Boolean mask of nodes reachable from ``start`` along ``src -> dst`` edges (start nodes included)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import breadth_first_order
+
+    # A virtual root (node num_nodes) linked to every start node turns this into one single-source search.
+    rows = np.concatenate([src, np.full(start.size, num_nodes)])
+    cols = np.concatenate([dst, start])
+    adj = sp.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(num_nodes + 1,) * 2)
+    order = breadth_first_order(adj, num_nodes, directed=True, return_predecessors=False)
+    mask = np.zeros(num_nodes + 1, dtype=bool)
+    mask[order] = True
+    return mask[:num_nodes]
+
+
+def _active_mask(g: WiredGraph) -> Tensor:
+    with torch.no_grad():
+        return g.active().mask.detach().cpu()
+
+
+def _analyse(g: WiredGraph):
+    """``(active mask [E], effective mask [E], live mask [N])`` of one graph module."""
+    n = g.graph.num_nodes
+    active = _active_mask(g)
+    src, dst = g.graph.edge_index[:, active].numpy()
+    inputs, outputs = g.graph.inputs.numpy(), g.graph.outputs.numpy()
+    fwd = _reachable(n, src, dst, inputs)
+    bwd = _reachable(n, dst, src, outputs)
+    eff_active = fwd[src] & bwd[dst]
+    effective = torch.zeros_like(active)
+    effective[active.nonzero().view(-1)[torch.from_numpy(eff_active)]] = True
+    has_out = np.zeros(n, dtype=bool)
+    has_out[src[eff_active]] = True
+    is_out = np.zeros(n, dtype=bool)
+    is_out[outputs] = True
+    live = torch.from_numpy(fwd & (has_out | is_out))
+    return active, effective, live
+
+
+def effective_edge_mask(module: nn.Module) -> Tensor:
+    """Boolean ``[E]`` mask (candidate order of ``module.graph``) of the effective edges of a graph module.
+
+    Args:
+        module: a :class:`~neuralgraphs.dynamics.WiredGraph`, or a model holding exactly one.
+
+    Returns:
+        Tensor: ``True`` for active edges on an input-to-output path of active edges.
+    """
+    return _analyse(_single_graph(module))[1]
+
+
+def effective_edges(module: nn.Module) -> int:
+    """Number of active edges on an input-to-output path through active edges, under the current selection.
+
+    Args:
+        module: a graph module, or any model (summed over its graph modules).
+
+    Returns:
+        int: the number of effective edges.
+    """
+    return sum(int(_analyse(g)[1].sum()) for g in _graph_modules(module))
+
+
+def live_nodes(module: nn.Module) -> Tensor:
+    """Boolean ``[N]`` mask of the nodes that must be computed under the current selection.
+
+    A node is live when it is reachable from an input node through active edges and is an output node or
+    has at least one outgoing effective edge.  Node ids are those of ``module.graph`` (a static graph module
+    renumbers nodes by level; ``module.graph.node_labels`` names the original nodes).
+
+    Args:
+        module: a graph module, or a model holding exactly one.
+
+    Returns:
+        Tensor: boolean mask over nodes.
+    """
+    return _analyse(_single_graph(module))[2]
+
+
+def _node_op_modules(g: WiredGraph) -> List[nn.Module]:
+    ops = [g.node_op]
+    post = getattr(g, "post_op", None)
+    if isinstance(post, nn.Module):
+        ops.append(post)
+    return ops
+
+
+def count_parameters(model: nn.Module, effective: bool = True) -> int:
+    """Parameters of ``model``.
+
+    With ``effective=True`` each graph module's candidate weights count as its number of **active** edges
+    (not candidates), per-node parameters of its node operations count only for live nodes (see
+    :func:`live_nodes` and :func:`~neuralgraphs.nodes.count_node_parameters`), and every other parameter
+    counts in full.  With ``effective=False`` it is the plain number of stored parameters.
+
+    Args:
+        model: any module.
+        effective: count as deployed (default) or as stored.  (default: :obj:`True`)
+
+    Returns:
+        int: the parameter count.
+    """
+    if not isinstance(effective, bool):
+        raise TypeError(f"effective: expected a bool, got {type(effective).__name__}")
+    graphs = _graph_modules(model)
+    if not effective:
+        return sum(p.numel() for p in model.parameters())
+    seen = set()
+    total = 0
+    for g in graphs:
+        if id(g.weight) in seen:
+            continue
+        seen.add(id(g.weight))
+        _, _, live = _analyse(g)
+        total += int(g.wiring.num_active)
+        nodes = live.nonzero().view(-1).tolist()
+        for op in _node_op_modules(g):
+            fresh = [p for p in op.parameters() if id(p) not in seen]
+            seen.update(id(p) for p in op.parameters())
+            holder = nn.ParameterList(fresh)
+            total += count_node_parameters(holder, nodes, g.graph.num_nodes)
+    total += sum(p.numel() for p in model.parameters() if id(p) not in seen)
+    return total
+
+
+def _node_op_macs(op: nn.Module, num_live: int, spatial: Sequence[int]) -> int:
+    """Multiply-adds of one evaluation of ``op`` on ``num_live`` nodes of the given spatial shape.
+
+    Per-node convolutions cost ``k * k`` per output position, per-node affine maps one per element;
+    norms and activations are not counted (they fold into the neighbouring linear maps at inference).
+    """
+    macs = 0
+    size = list(spatial)
+    for m in op.modules():
+        if isinstance(m, NodeConv2d):
+            size = [math.ceil(s / m.stride) for s in size]
+            macs += num_live * m.kernel_size ** 2 * int(np.prod(size, dtype=np.int64))
+        elif isinstance(m, NodeAffine):
+            macs += num_live * int(np.prod(size, dtype=np.int64))
+    return macs
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-adds of one forward pass of ``model`` on one sample of shape ``input_shape``.
+
+    Runs one forward pass (batch of one, zeros, eval mode, no gradients) and counts:
+
+    * every ``nn.Conv2d`` / ``nn.Linear`` outside the graph modules (forward hooks):
+      ``out_elements * in_channels / groups * kh * kw`` and ``out_features * in_features``;
+    * each graph product of a graph module as ``active edges x spatial size`` (once for a static graph,
+      ``steps`` times for a discrete-time graph, once per function evaluation of the solver for a
+      continuous-time graph);
+    * the node operations (``node_op``, and ``post_op`` of dynamic graphs) for live nodes only, with
+      the same multiplicity (see :func:`live_nodes`).
+
+    Args:
+        model: the model.
+        input_shape: shape of one sample without the batch dimension, e.g. ``(3, 32, 32)``.
+
+    Returns:
+        int: multiply-adds per sample.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"input_shape: expected a sequence of ints, got {input_shape!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise ValueError(f"input_shape: expected positive sizes without the batch dimension, got {shape}")
+    graphs = _graph_modules(model)
+    inside = {id(m) for g in graphs for m in g.modules()}
+    counts: Dict[str, int] = {"dense": 0}
+    graph_inputs: Dict[int, Tensor] = {}
+    hooks = []
+
+    def conv_hook(m: nn.Conv2d, inp, out) -> None:
+        kh, kw = m.kernel_size
+        counts["dense"] += out.numel() // out.size(0) * (m.in_channels // m.groups) * kh * kw
+
+    def linear_hook(m: nn.Linear, inp, out) -> None:
+        counts["dense"] += out.numel() // (out.size(0) if out.dim() > 1 else 1) * m.in_features
+
+    def graph_hook(m: WiredGraph, inp, out) -> None:
+        graph_inputs[id(m)] = inp[0]
+
+    for m in model.modules():
+        if id(m) in inside:
+            if isinstance(m, WiredGraph):
+                hooks.append(m.register_forward_hook(graph_hook))
+            continue
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    param = next(model.parameters(), None)
+    x = torch.zeros((1,) + shape, dtype=param.dtype if param is not None else torch.float32,
+                    device=param.device if param is not None else "cpu")
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    total = counts["dense"]
+    for g in graphs:
+        if id(g) not in graph_inputs:
+            continue  # not used by this forward
+        spatial = tuple(graph_inputs[id(g)].shape[2:])
+        size = int(np.prod(spatial, dtype=np.int64)) if spatial else 1
+        if isinstance(g, DiscreteTimeGraph):
+            evals = g.steps
+        elif isinstance(g, ContinuousTimeGraph):
+            evals = g.nfe_forward
+        else:
+            evals = 1
+        _, _, live = _analyse(g)
+        num_live = int(live.sum())
+        per_eval = int(g.wiring.num_active) * size
+        per_eval += sum(_node_op_macs(op, num_live, spatial) for op in _node_op_modules(g))
+        total += evals * per_eval
+    return int(total)

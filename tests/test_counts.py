@@ -1,0 +1,116 @@
+"""Effective edges, live nodes, parameter and multiply-add counts against networkx and hand counts."""
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neuralgraphs.analysis import count_flops, count_parameters, effective_edges, live_nodes
+from neuralgraphs.analysis.counts import effective_edge_mask
+from neuralgraphs.dynamics import DiscreteTimeGraph, StaticGraph
+from neuralgraphs.graph import NeuralGraph
+from neuralgraphs.models import DigitsGraphClassifier, TinyClassifier
+from neuralgraphs.nodes import vector_node_op
+
+
+def nx_reference(module):
+    """(effective edge mask, live node mask) from networkx on the active subgraph."""
+    with torch.no_grad():
+        mask = module.active().mask
+    g = module.graph
+    src, dst = g.edge_index
+    act = nx.DiGraph()
+    act.add_nodes_from(range(g.num_nodes))
+    act.add_edges_from([(int(s), int(t)) for s, t, a in zip(src, dst, mask) if a])
+    fwd = set(g.inputs.tolist())
+    for v in g.inputs.tolist():
+        fwd |= nx.descendants(act, v)
+    bwd = set(g.outputs.tolist())
+    for v in g.outputs.tolist():
+        bwd |= nx.ancestors(act, v)
+    eff = torch.tensor([bool(a) and int(s) in fwd and int(t) in bwd for s, t, a in zip(src, dst, mask)])
+    sources = {int(s) for s, e in zip(src, eff) if e}
+    live = torch.tensor([v in fwd and (v in sources or v in set(g.outputs.tolist())) for v in range(g.num_nodes)])
+    return eff, live
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(3, 12), static=st.booleans(), frac=st.floats(0.1, 1.0))
+def test_effective_edges_and_live_nodes_match_networkx(seed, n, static, frac):
+    rng = np.random.default_rng(seed)
+    pairs = [(s, t) for s in range(n) for t in range(n) if (s < t if static else True) and rng.random() < 0.5]
+    pairs = pairs or [(0, n - 1)]
+    graph = NeuralGraph.from_edge_list(pairs, num_nodes=n, inputs=[0], outputs=[n - 1, n // 2])
+    k = max(1, int(frac * graph.num_edges))
+    torch.manual_seed(seed)
+    if static:
+        m = StaticGraph(graph, vector_node_op(n), "dnw", k=k)
+    else:
+        m = DiscreteTimeGraph(graph, vector_node_op(n), None, "dnw", k=k)
+    eff, live = nx_reference(m)
+    assert torch.equal(effective_edge_mask(m), eff)
+    assert effective_edges(m) == int(eff.sum())
+    assert torch.equal(live_nodes(m), live)
+
+
+def test_dead_branch_is_not_counted():
+    # 0 -> 1 -> 3 (output); 0 -> 2 dead end; 4 -> 3 from an unreachable node
+    graph = NeuralGraph.from_edge_list([(0, 1), (1, 3), (0, 2), (4, 3)], inputs=[0], outputs=[3])
+    m = StaticGraph(graph, vector_node_op(5), "complete")
+    assert effective_edges(m) == 2
+    labels = m.graph.node_labels
+    live = {labels[i] for i in live_nodes(m).nonzero().view(-1).tolist()}
+    assert live == {0, 1, 3}
+    # parameters: 4 active edges + 3 live nodes x 2 (per-node affine map)
+    assert count_parameters(m) == 4 + 3 * 2
+    assert count_parameters(m, effective=False) == 4 + 5 * 2
+
+
+def test_count_parameters_digits_model_by_hand():
+    model = DigitsGraphClassifier("discrete", "dnw")
+    g = model.graph
+    live = int(live_nodes(model).sum())
+    # stem conv 1->8 3x3 + BN(8); node op conv (9 per node); post op instance norm (2 per node); head 16->10
+    expected = 8 * 9 + 16 + g.wiring.num_active + live * (9 + 2) + 16 * 10 + 10
+    assert count_parameters(model) == expected
+    assert count_parameters(model, effective=False) == sum(p.numel() for p in model.parameters())
+
+
+STEM_MACS = 16 * 16 * 16 * 3 * 9 + 8 * 8 * 16 * 9 + 8 * 8 * 32 * 16  # conv s2, depthwise s2, 1x1
+
+
+def test_count_flops_tiny_static_by_hand():
+    model = TinyClassifier("static", "dnw")
+    live = int(live_nodes(model).sum())
+    expected = STEM_MACS + 32000 * 64 + live * 9 * 64 + 100 * 10
+    assert count_flops(model, (3, 32, 32)) == expected
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_count_flops_tiny_dynamic_by_hand(kind):
+    extra = dict(method="rk4", options={"step_size": 0.5}) if kind == "continuous" else {}
+    model = TinyClassifier(kind, "dnw", **extra)
+    evals = 5 if kind == "discrete" else 2 * 4  # two rk4 steps of four evaluations
+    live = int(live_nodes(model).sum())
+    expected = STEM_MACS + evals * (32000 * 64 + live * 9 * 64) + 100 * 10
+    assert count_flops(model, (3, 32, 32)) == expected
+    assert model.training  # mode restored
+
+
+def test_count_flops_vector_model_by_hand():
+    model = DigitsGraphClassifier("static", "dnw", as_images=False)
+    live = int(live_nodes(model).sum())
+    # per live node one affine multiply-add; every active edge once; linear head 10 -> 10
+    expected = model.graph.wiring.num_active + live + 100
+    assert count_flops(model, (64,)) == expected
+
+
+def test_counts_validate_arguments():
+    with pytest.raises(TypeError, match="model"):
+        count_parameters("not a model")
+    with pytest.raises(ValueError, match="input_shape"):
+        count_flops(TinyClassifier("static", num_nodes=20, num_inputs=4, num_outputs=4, blocks=(4, 8, 8)), (0, 3))
+    with pytest.raises(ValueError, match="module"):
+        live_nodes(torch.nn.Linear(2, 2))

@@ -1,0 +1,371 @@
+"""Static, discrete-time and continuous-time graphs against dense references written here."""
+
+import re
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, StaticGraph
+from neuralgraphs.graph import NeuralGraph
+from neuralgraphs.nodes import Activation, Identity, NodeAffine, NodeNorm, NodeSequential, image_node_op
+
+WIRINGS = ["dnw", "random", "complete", "no_update"]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def random_dag(seed, n=10, p=0.4):
+    """A DAG on shuffled node ids; an input with parents, outputs on several levels."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    edges = [(int(perm[i]), int(perm[j])) for i in range(n) for j in range(i + 1, n) if rng.random() < p]
+    # a chain through the whole order keeps every level populated and the graph connected
+    edges += [(int(perm[i]), int(perm[i + 1])) for i in range(n - 1)]
+    edges = sorted(set(edges))
+    g = nx.DiGraph(edges)
+    level = {}
+    for v in nx.topological_sort(g):
+        level[v] = 1 + max((level[u] for u in g.predecessors(v)), default=-1)
+    topo = list(nx.topological_sort(g))
+    inputs = [topo[0], topo[n // 2]]  # the second one has parents: not at level 0
+    outputs = [topo[-1], topo[n // 2 + 1], topo[1]]
+    assert level[inputs[1]] > 0 and len({level[o] for o in outputs}) >= 2
+    return NeuralGraph.from_edge_list(edges, num_nodes=n, inputs=inputs, outputs=outputs)
+
+
+def random_digraph(seed, n=7, p=0.5):
+    rng = np.random.default_rng(seed)
+    edges = [(s, t) for s in range(n) for t in range(n) if rng.random() < p] + [(0, n - 1)]
+    return NeuralGraph.from_edge_list(sorted(set(edges)), num_nodes=n, inputs=[0, 1], outputs=[n - 2, n - 1])
+
+
+def make_node_op(kind, n, seed):
+    if kind == "vector":
+        op = NodeSequential(NodeAffine(n), Activation("tanh"))
+    else:
+        op = image_node_op(n, order="norm-relu-conv", norm="instance")
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in op.parameters():  # move affine maps away from the identity
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return op.double()
+
+
+def features(kind, b, n, seed):
+    gen = torch.Generator().manual_seed(seed + 2)
+    shape = (b, n) if kind == "vector" else (b, n, 4, 4)
+    return torch.randn(shape, generator=gen, dtype=torch.float64)
+
+
+def reference_mask(module, wiring):
+    """Active set computed here: top-k of |w| for dnw / no_update (at init), the stored set for random."""
+    e = module.weight.numel()
+    mask = torch.zeros(e, dtype=torch.bool)
+    if wiring == "complete":
+        mask[:] = True
+    elif wiring == "random":
+        mask[module.wiring.active_index] = True
+    else:
+        mask[torch.topk(module.weight.detach().abs(), module.wiring.num_active).indices] = True
+    return mask
+
+
+def dense_matrix(module, mask, labels=None):
+    """Dense ``A[target, source]`` (original node ids when ``labels`` maps module ids to them)."""
+    n = module.graph.num_nodes
+    a = torch.zeros(n, n, dtype=module.weight.dtype)
+    src, dst = module.graph.edge_index
+    if labels is not None:
+        src, dst = labels[src], labels[dst]
+    a[dst, src] = (module.weight.detach() * mask)
+    return a
+
+
+def static_reference(module, graph, a, x):
+    """Node by node in a networkx topological order of the original graph."""
+    labels = module.graph.node_labels
+    new_id = {orig: new for new, orig in enumerate(labels)}
+    g = nx.DiGraph()
+    g.add_nodes_from(range(graph.num_nodes))
+    g.add_edges_from(graph.edge_index.t().tolist())
+    inputs = graph.inputs.tolist()
+    z = {}
+    for v in nx.topological_sort(g):
+        inp = torch.zeros_like(x[:, 0])
+        for u in g.predecessors(v):
+            inp = inp + a[v, u] * z[u]
+        if v in inputs:
+            inp = inp + x[:, inputs.index(v)]
+        z[v] = module.node_op(inp.unsqueeze(1), slice(new_id[v], new_id[v] + 1)).squeeze(1)
+    return torch.stack([z[o] for o in graph.outputs.tolist()], 1)
+
+
+def initial_state(graph, x):
+    z = x.new_zeros((x.size(0), graph.num_nodes) + tuple(x.shape[2:]))
+    z[:, graph.inputs] = x
+    return z
+
+
+def mix(a, h):
+    return torch.einsum("ts,bs...->bt...", a, h)
+
+
+def discrete_reference(module, a, x, steps, every_step=False):
+    n = module.graph.num_nodes
+    z0 = initial_state(module.graph, x)
+    z = z0
+    for _ in range(steps):
+        agg = mix(a, module.node_op(z, slice(0, n)))
+        if every_step:
+            agg = agg + z0
+        z = module.post_op(agg, slice(0, n))
+    return z[:, module.graph.outputs]
+
+
+def ode_reference(module, a, x, method, h, t_end=1.0):
+    """Fixed-step Euler, or RK4 with Kutta's 3/8 rule (torchdiffeq's "rk4")."""
+    n = module.graph.num_nodes
+
+    def f(z):
+        return module.post_op(mix(a, module.node_op(z, slice(0, n))), slice(0, n))
+
+    z = initial_state(module.graph, x)
+    for _ in range(int(round(t_end / h))):
+        if method == "euler":
+            z = z + h * f(z)
+        else:
+            k1 = f(z)
+            k2 = f(z + h * k1 / 3)
+            k3 = f(z + h * (k2 - k1 / 3))
+            k4 = f(z + h * (k1 - k2 + k3))
+            z = z + h * (k1 + 3 * (k2 + k3) + k4) / 8
+    return z[:, module.graph.outputs]
+
+
+def build(cls, graph, op_kind, wiring, seed, **kw):
+    torch.manual_seed(seed)
+    n = graph.num_nodes
+    node_op = make_node_op(op_kind, n, seed)
+    if cls is not StaticGraph:
+        kw["post_op"] = (NodeNorm(n, "instance") if op_kind == "image" else Activation("tanh")).double()
+    k = None if wiring == "complete" else max(1, graph.num_edges // 2)
+    return cls(graph, node_op, wiring=wiring, k=k, seed=seed, **kw).double()
+
+
+# ---------------------------------------------------------------------------------------------- static
+@pytest.mark.parametrize("op_kind", ["vector", "image"])
+@pytest.mark.parametrize("wiring", WIRINGS)
+@settings(max_examples=3, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_static_matches_node_by_node_reference(op_kind, wiring, seed):
+    graph = random_dag(seed)
+    m = build(StaticGraph, graph, op_kind, wiring, seed, backend="dense")
+    x = features(op_kind, 3, graph.inputs.numel(), seed)
+    mask = reference_mask(m, wiring)
+    out = m(x)
+    labels = torch.tensor(m.graph.node_labels)
+    ref = static_reference(m, graph, dense_matrix(m, mask, labels), x)
+    assert out.shape == (3, graph.outputs.numel()) + tuple(x.shape[2:])
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_static_inputs_off_level_zero_and_outputs_on_many_levels():
+    graph = random_dag(3)
+    lv = graph.levels()
+    assert int(lv[graph.inputs].max()) > 0
+    assert lv[graph.outputs].unique().numel() >= 2
+    m = build(StaticGraph, graph, "vector", "complete", 3)
+    x = features("vector", 2, 2, 3)
+    ref = static_reference(m, graph, dense_matrix(m, torch.ones(graph.num_edges, dtype=torch.bool),
+                                                  torch.tensor(m.graph.node_labels)), x)
+    torch.testing.assert_close(m(x), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_static_cycle_raises_naming_the_cycle():
+    edges = [(0, 1), (1, 2), (2, 3), (3, 1), (0, 4)]
+    graph = NeuralGraph.from_edge_list(edges, inputs=[0], outputs=[4])
+    with pytest.raises(ValueError) as info:
+        StaticGraph(graph, Identity(), wiring="complete")
+    found = re.search(r"\d+(?: -> \d+)+", str(info.value))
+    assert found, str(info.value)
+    cycle = [int(v) for v in found.group(0).split(" -> ")]
+    assert cycle[0] == cycle[-1] and len(cycle) >= 3
+    assert all((u, v) in edges for u, v in zip(cycle, cycle[1:]))
+
+
+# ---------------------------------------------------------------------------------------------- discrete
+@pytest.mark.parametrize("op_kind", ["vector", "image"])
+@pytest.mark.parametrize("wiring,inject", [(w, "initial") for w in WIRINGS] + [("dnw", "every_step")])
+def test_discrete_matches_dense_loop(op_kind, wiring, inject):
+    seed = 11
+    graph = random_digraph(seed)
+    m = build(DiscreteTimeGraph, graph, op_kind, wiring, seed, steps=4, inject=inject, backend="dense")
+    x = features(op_kind, 3, 2, seed)
+    mask = reference_mask(m, wiring)
+    out = m(x)
+    ref = discrete_reference(m, dense_matrix(m, mask), x, 4, every_step=inject == "every_step")
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------- continuous
+@pytest.mark.parametrize("op_kind", ["vector", "image"])
+@pytest.mark.parametrize("wiring,method", [(w, "rk4") for w in WIRINGS] + [("dnw", "euler")])
+def test_continuous_fixed_step_matches_own_solver(op_kind, wiring, method):
+    seed = 5
+    graph = random_digraph(seed)
+    m = build(ContinuousTimeGraph, graph, op_kind, wiring, seed, method=method, options={"step_size": 0.25},
+              backend="dense")
+    x = features(op_kind, 2, 2, seed)
+    mask = reference_mask(m, wiring)
+    out = m(x)
+    ref = ode_reference(m, dense_matrix(m, mask), x, method, 0.25)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+
+
+def test_linear_continuous_graph_matches_matrix_exponential():
+    n = 5
+    graph = random_digraph(2, n=n, p=0.6)
+    graph = NeuralGraph(n, graph.edge_index, inputs=torch.arange(n), outputs=torch.arange(n))
+    torch.manual_seed(0)
+    m = ContinuousTimeGraph(graph, Identity(), Identity(), wiring="complete", t_end=1.5, rtol=1e-10,
+                            atol=1e-10).double()
+    x = torch.randn(2, n, dtype=torch.float64)
+    out = m(x)
+    a = dense_matrix(m, torch.ones(graph.num_edges, dtype=torch.bool)).numpy()
+    ref = (scipy.linalg.expm(a * 1.5) @ x.numpy().T).T
+    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-7, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------- backends
+@pytest.mark.parametrize("cls", [StaticGraph, DiscreteTimeGraph, ContinuousTimeGraph])
+@pytest.mark.parametrize("wiring", ["dnw", "no_update"])
+def test_dense_and_csr_backends_agree(cls, wiring):
+    seed = 4
+    graph = random_dag(seed) if cls is StaticGraph else random_digraph(seed)
+    extra = {} if cls is not ContinuousTimeGraph else dict(method="rk4", options={"step_size": 0.5})
+    if cls is DiscreteTimeGraph:
+        extra = dict(steps=3)
+    outs, grads = [], []
+    for backend in ("dense", "csr"):
+        m = build(cls, graph, "image", wiring, seed, backend=backend, **extra)
+        x = features("image", 2, 2, seed)
+        out = m(x)
+        out.pow(2).sum().backward()
+        outs.append(out.detach())
+        grads.append(m.weight.grad.clone())
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("cls", [StaticGraph, DiscreteTimeGraph, ContinuousTimeGraph])
+@pytest.mark.parametrize("wiring", WIRINGS)
+def test_weight_gradient_against_dense_model(cls, wiring):
+    """DNW: every candidate gets the gradient of a dense model whose matrix holds the selected weights (also
+    at inactive candidates); other wirings: that gradient on active edges only."""
+    seed = 8
+    graph = random_dag(seed) if cls is StaticGraph else random_digraph(seed)
+    extra = dict(method="rk4", options={"step_size": 0.5}) if cls is ContinuousTimeGraph else {}
+    m = build(cls, graph, "vector", wiring, seed, backend="dense", **extra)
+    x = features("vector", 3, 2, seed)
+    r = torch.randn(3, graph.outputs.numel(), generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    mask = reference_mask(m, wiring)
+    (m(x) * r).sum().backward()
+
+    labels = torch.tensor(m.graph.node_labels) if cls is StaticGraph else None
+    a = dense_matrix(m, mask, labels).requires_grad_(True)
+    if cls is StaticGraph:
+        ref = static_reference(m, graph, a, x)
+    elif cls is DiscreteTimeGraph:
+        ref = discrete_reference(m, a, x, m.steps)
+    else:
+        ref = ode_reference(m, a, x, "rk4", 0.5)
+    (ref * r).sum().backward()
+    src, dst = m.graph.edge_index
+    if labels is not None:
+        src, dst = labels[src], labels[dst]
+    dense_grad = a.grad[dst, src]
+    expected = dense_grad if wiring == "dnw" else dense_grad * mask
+    torch.testing.assert_close(m.weight.grad, expected, rtol=1e-9, atol=1e-12)
+    if wiring == "dnw":
+        assert bool((m.weight.grad[~mask] != 0).any())  # inactive candidates do learn
+    else:
+        assert bool((m.weight.grad[~mask] == 0).all())
+
+
+# ---------------------------------------------------------------------------------------------- selection
+class _Counter:
+    def __init__(self, wiring):
+        self.calls, self.inner = 0, wiring.forward
+
+    def __call__(self, weight):
+        self.calls += 1
+        return self.inner(weight)
+
+
+def test_selection_happens_once_per_forward():
+    graph = random_digraph(0)
+    d = build(DiscreteTimeGraph, graph, "vector", "dnw", 0, steps=5)
+    c = build(ContinuousTimeGraph, graph, "vector", "dnw", 0, rtol=1e-8, atol=1e-8)
+    for m in (d, c):
+        counter = _Counter(m.wiring)
+        m.wiring.forward = counter
+        m(features("vector", 2, 2, 0)).sum().backward()
+        assert counter.calls == 1
+    assert c.nfe_forward > 10
+
+
+# ---------------------------------------------------------------------------------------------- edge swap
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_edge_swap_lowers_minibatch_loss(seed):
+    """DNW's claim: with fixed node states, a swap caused by one small step lowers the minibatch loss.
+
+    One linear layer y = A x (inputs -> outputs, identity node ops); the weakest active edge ``a`` is set
+    small and the inactive edge ``i`` with the largest straight-through gradient just below it, signed so the
+    step grows it; the smallest learning rate on a grid that swaps exactly these two edges is used.
+    """
+    n_in, n_out = 4, 3
+    edges = [(s, n_in + t) for s in range(n_in) for t in range(n_out)]
+    graph = NeuralGraph.from_edge_list(edges, inputs=range(n_in), outputs=range(n_in, n_in + n_out))
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(16, n_in, generator=gen, dtype=torch.float64)
+    y = torch.randn(16, n_out, generator=gen, dtype=torch.float64)
+    m = StaticGraph(graph, Identity(), wiring="dnw", k=5).double()
+    e = graph.num_edges
+    with torch.no_grad():
+        signs = torch.where(torch.rand(e, generator=gen) < 0.5, -1.0, 1.0).double()
+        w = signs * torch.linspace(0.3, 1.0, e, dtype=torch.float64)[torch.randperm(e, generator=gen)]
+        active = torch.topk(w.abs(), 5).indices
+        inactive = torch.tensor([j for j in range(e) if j not in active.tolist()])
+        w[inactive] *= 0.01
+        a_idx = int(active[w[active].abs().argmin()])
+        w[a_idx] = 0.05 * torch.sign(w[a_idx])
+        m.weight.copy_(w)
+
+    def loss():
+        return (m(x) - y).pow(2).mean()
+
+    m.weight.grad = None
+    before = loss()
+    before.backward()
+    g = m.weight.grad.clone()
+    i_idx = int(inactive[g[inactive].abs().argmax()])
+    with torch.no_grad():
+        m.weight[i_idx] = -torch.sign(g[i_idx]) * (0.05 - 1e-4)
+        w0 = m.weight.detach().clone()
+    old_set = set(torch.topk(w0.abs(), 5).indices.tolist())
+    assert a_idx in old_set and i_idx not in old_set
+    for lr in np.geomspace(1e-5, 1.0, 200):
+        w1 = w0 - lr * g
+        new_set = set(torch.topk(w1.abs(), 5).indices.tolist())
+        if new_set != old_set:
+            break
+    assert new_set == old_set - {a_idx} | {i_idx}
+    with torch.no_grad():
+        m.weight.copy_(w1)
+        after = float(loss())
+    assert after < float(before.detach())
