@@ -701,6 +701,18 @@ class _StagedNet(nn.Module):
         k = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels // conv.groups
         return k * conv.out_channels * ho * wo, ho, wo
 
+    def _body_flops(self, h: int, w: int) -> Tuple[int, int, int]:
+        """Multiply-adds of the stem and the stages, and the resolution they leave."""
+        macs = 0
+        for m in self.stem:
+            if isinstance(m, nn.Conv2d):
+                mm, h, w = self._conv_macs(m, h, w)
+                macs += mm
+        for stage in self.stages:
+            mm, (h, w) = stage.flops((h, w))
+            macs += mm
+        return macs, h, w
+
 
 class RandWireNet(_StagedNet):
     r"""RandWire ImageNet network (Xie et al., 2019, Table 1), with random or learned (DNW) stages.
@@ -790,15 +802,7 @@ class RandWireNet(_StagedNet):
 
     def flops(self, input_size: int = 224) -> int:
         """Multiply-adds of one image of ``input_size x input_size`` (convs, weighted sums, head, fc)."""
-        h = w = input_size
-        macs = 0
-        for m in self.stem:
-            if isinstance(m, nn.Conv2d):
-                mm, h, w = self._conv_macs(m, h, w)
-                macs += mm
-        for stage in self.stages:
-            mm, (h, w) = stage.flops((h, w))
-            macs += mm
+        macs, h, w = self._body_flops(input_size, input_size)
         mm, h, w = self._conv_macs(self.head_conv, h, w)
         return macs + mm + h * w * 1280 + self.fc.in_features * self.fc.out_features
 
@@ -821,15 +825,7 @@ class DigitsRandWire(_StagedNet):
 
     def flops(self, input_size: int = 8) -> int:
         """Multiply-adds of one image of ``input_size x input_size``."""
-        h = w = input_size
-        macs = 0
-        for m in self.stem:
-            if isinstance(m, nn.Conv2d):
-                mm, h, w = self._conv_macs(m, h, w)
-                macs += mm
-        for stage in self.stages:
-            mm, (h, w) = stage.flops((h, w))
-            macs += mm
+        macs, h, w = self._body_flops(input_size, input_size)
         return macs + h * w * self.fc.in_features + self.fc.in_features * self.fc.out_features
 
 
