@@ -9,6 +9,7 @@ from .data import (CIFAR10Folder, ImageFolderDataset, MNISTFolder, Normalize, Ra
                    load_digits_dataset, normalize, random_crop_flip)
 from .schedules import (CosineMultiplier, MultiStepMultiplier, constant, cosine, cosine_multiplier,
                         label_smoothing_loss, multistep, multistep_multiplier, param_groups_no_weight_decay)
+from .loop import HISTORY_KEYS, SCHEDULES, evaluate, fit
 
 __all__ = [
     "load_digits_dataset", "digits_loaders", "CIFAR10Folder", "MNISTFolder", "ImageFolderDataset",
@@ -16,4 +17,5 @@ __all__ = [
     "save_checkpoint", "load_checkpoint", "load_yaml_config", "apply_config",
     "CosineMultiplier", "MultiStepMultiplier", "cosine_multiplier", "multistep_multiplier",
     "cosine", "multistep", "constant", "label_smoothing_loss", "param_groups_no_weight_decay",
+    "fit", "evaluate", "SCHEDULES", "HISTORY_KEYS",
 ]

@@ -1,0 +1,203 @@
+"""How a learned wiring changes during training.
+
+:class:`WiringHistory` takes snapshots of the active edge sets of every wired module of a model (any
+submodule with a ``wiring`` and a ``weight``, as the neuralgraphs graph modules have) and answers how many
+edges were swapped between snapshots and how much of the final wiring was already in place at each one.
+It is also a :func:`~neuralgraphs.train.fit` callback.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["WiringHistory", "wired_modules"]
+
+
+def wired_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """``(qualified name, module)`` of every submodule with a ``wiring`` module and a tensor ``weight``.
+
+    Args:
+        model (torch.nn.Module): the model (itself included in the search).
+
+    Returns:
+        list: in ``model.named_modules()`` order; the model itself is named ``""``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(getattr(m, "wiring", None), nn.Module) and isinstance(getattr(m, "weight", None), Tensor)]
+
+
+def _active_index(module: nn.Module) -> Tensor:
+    with torch.no_grad():
+        return module.wiring(module.weight).index.detach().to("cpu", torch.int64).clone()
+
+
+class WiringHistory:
+    r"""Snapshots of the active edges of every wired module, and the swaps between them.
+
+    A snapshot stores, per module, the ascending indices of its active candidate edges (``k`` int64 values,
+    not an ``E``-sized mask). With :math:`A_i` the active set of snapshot :math:`i` (all modules together),
+
+    .. math::
+        \text{swaps}_i = |A_i \setminus A_{i-1}| \ (= |A_{i-1} \setminus A_i| \text{ for a fixed budget}),
+        \qquad \text{overlap}_i = |A_i \cap A_{\text{last}}| \,/\, |A_{\text{last}}|.
+
+    Used as a :func:`~neuralgraphs.train.fit` callback it records once before training (step 0), every
+    ``every`` optimizer steps when ``every`` is given, and after each epoch when ``at_epoch_end`` is true.
+
+    Args:
+        every (int, optional): record every this many optimizer steps. (default: :obj:`None`, never)
+        at_epoch_end (bool): record after every epoch. (default: :obj:`True`)
+
+    Example:
+        >>> hist = WiringHistory()
+        >>> fit(model, train, test, epochs=3, lr=0.1, callbacks=[hist])  # doctest: +SKIP
+        >>> hist.swaps()  # edges swapped in each epoch  # doctest: +SKIP
+    """
+
+    def __init__(self, every: Optional[int] = None, at_epoch_end: bool = True) -> None:
+        if every is not None and (isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1):
+            raise ValueError(f"every: expected a positive int or None, got {every!r}")
+        if not isinstance(at_epoch_end, bool):
+            raise TypeError(f"at_epoch_end: expected a bool, got {type(at_epoch_end).__name__}")
+        self.every = None if every is None else int(every)
+        self.at_epoch_end = at_epoch_end
+        self.steps: List[int] = []
+        self.labels: List[Any] = []
+        self.records: List[Dict[str, Tensor]] = []
+        self._step = 0
+
+    # ------------------------------------------------------------------ recording
+    def record(self, model: nn.Module, step: Optional[int] = None, label: Any = None) -> Dict[str, Tensor]:
+        """Take a snapshot of the active edges of every wired module of ``model``.
+
+        Args:
+            model (torch.nn.Module): the model.
+            step (int, optional): the step to file it under. (default: the last step seen by the callback)
+            label: any tag kept in :attr:`labels` (e.g. ``"epoch 3"``). (default: :obj:`None`)
+
+        Returns:
+            dict: module name to its active candidate indices (ascending int64).
+
+        Raises:
+            ValueError: if ``model`` has no wired module, or its wired modules differ from earlier snapshots.
+        """
+        modules = wired_modules(model)
+        if not modules:
+            raise ValueError("model: has no wired module (a submodule with .wiring and .weight) to record")
+        snap = {name: _active_index(m) for name, m in modules}
+        if self.records and list(snap) != list(self.records[0]):
+            raise ValueError(f"model: its wired modules {list(snap)} differ from those of the first snapshot "
+                             f"{list(self.records[0])}")
+        self.records.append(snap)
+        self.steps.append(self._step if step is None else int(step))
+        self.labels.append(label)
+        return snap
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    # ------------------------------------------------------------------ fit callback hooks
+    def on_fit_start(self, model: nn.Module, state: Dict[str, Any]) -> None:
+        self._step = int(state.get("step", 0))
+        if not self.steps or self.steps[-1] != self._step:
+            epoch = int(state.get("epoch", 0))
+            self.record(model, label="start" if epoch == 0 else f"epoch {epoch}")
+
+    def on_step_end(self, model: nn.Module, step: int, loss: float) -> None:
+        self._step = int(step)
+        if self.every is not None and step % self.every == 0:
+            self.record(model, label=f"step {step}")
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, record: Dict[str, Any]) -> None:
+        if not self.at_epoch_end:
+            return
+        if self.steps and self.steps[-1] == self._step:
+            self.labels[-1] = f"epoch {epoch}"  # already recorded at this step by ``every``
+        else:
+            self.record(model, label=f"epoch {epoch}")
+
+    # ------------------------------------------------------------------ queries
+    def _check_nonempty(self, need: int = 1) -> None:
+        if len(self.records) < need:
+            raise ValueError(f"history: needs at least {need} snapshot(s), has {len(self.records)}; "
+                             "call record() or pass it to fit(callbacks=[...])")
+
+    def swaps(self, per_module: bool = False) -> List[Any]:
+        """Edges that entered the active set between consecutive snapshots.
+
+        Args:
+            per_module (bool): return a dict per interval instead of the total. (default: :obj:`False`)
+
+        Returns:
+            list: one entry per pair of consecutive snapshots (``len(self) - 1`` entries): an int, or a dict
+            of module name to int.
+        """
+        self._check_nonempty(1)
+        out = []
+        for prev, cur in zip(self.records, self.records[1:]):
+            counts = {name: _count_new(prev[name], cur[name]) for name in cur}
+            out.append(counts if per_module else sum(counts.values()))
+        return out
+
+    def removed(self) -> List[int]:
+        """Edges that left the active set between consecutive snapshots (equal to :meth:`swaps` at a fixed
+        budget)."""
+        self._check_nonempty(1)
+        return [sum(_count_new(cur[n], prev[n]) for n in cur) for prev, cur in zip(self.records, self.records[1:])]
+
+    def num_active(self) -> List[int]:
+        """Active edges (all modules) in each snapshot."""
+        return [sum(int(t.numel()) for t in snap.values()) for snap in self.records]
+
+    def final_overlap(self) -> List[float]:
+        """Fraction of the last snapshot's active edges already active in each snapshot (1.0 at the end)."""
+        self._check_nonempty(1)
+        last = self.records[-1]
+        total = sum(int(t.numel()) for t in last.values())
+        if total == 0:
+            return [1.0] * len(self.records)
+        return [sum(_count_common(snap[n], last[n]) for n in last) / total for snap in self.records]
+
+    def summary(self) -> List[Dict[str, Any]]:
+        """One row per snapshot: ``step``, ``label``, ``active``, ``swaps`` (since the previous snapshot, 0
+        for the first) and ``final_overlap``."""
+        self._check_nonempty(1)
+        swaps = [0] + self.swaps()
+        return [{"step": s, "label": lab, "active": a, "swaps": w, "final_overlap": o}
+                for s, lab, a, w, o in zip(self.steps, self.labels, self.num_active(), swaps, self.final_overlap())]
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything recorded, as tensors, ints and lists (storable with ``torch.save``)."""
+        return {"steps": list(self.steps), "labels": [None if lab is None else str(lab) for lab in self.labels],
+                "records": [dict(r) for r in self.records]}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.steps = [int(s) for s in state["steps"]]
+        self.labels = list(state["labels"])
+        self.records = [dict(r) for r in state["records"]]
+        self._step = self.steps[-1] if self.steps else 0
+
+    def __repr__(self) -> str:
+        return f"WiringHistory(snapshots={len(self)}, every={self.every}, at_epoch_end={self.at_epoch_end})"
+
+
+def _count_new(prev: Tensor, cur: Tensor) -> int:
+    """Entries of ``cur`` not in ``prev`` (both ascending, duplicate-free)."""
+    if cur.numel() == 0:
+        return 0
+    if prev.numel() == 0:
+        return int(cur.numel())
+    return int(cur.numel()) - _count_common(prev, cur)
+
+
+def _count_common(a: Tensor, b: Tensor) -> int:
+    if a.numel() == 0 or b.numel() == 0:
+        return 0
+    return int(torch.isin(b, a).sum())

@@ -1,0 +1,415 @@
+"""A small, deterministic SGD training loop with resumable checkpoints.
+
+:func:`fit` trains any classifier ``model(x) -> logits [B, C]`` with SGD (momentum, weight decay not applied
+to norm parameters and biases), a learning-rate schedule and optional label smoothing, and records one row
+per epoch (train loss / accuracy, test loss / accuracy, learning rate, seconds). With ``checkpoint=`` the full
+training state -- model, optimizer, scheduler, epoch, history and every random generator involved -- is saved
+atomically after each epoch, so ``resume=True`` continues exactly where the run stopped: on CPU a resumed run
+ends with the same weights, wiring and accuracy as an uninterrupted one.
+
+Callbacks are objects with any of the methods ``on_fit_start(model, state)`` (``state`` holds ``epoch`` and
+``step`` done so far, ``epochs``, ``optimizer``, ``scheduler``, ``history``), ``on_step_end(model, step,
+loss)`` and ``on_epoch_end(model, epoch, record)`` (``step`` counts optimizer steps from 1, ``epoch`` epochs
+from 1, ``record`` is that epoch's row), or plain callables, called as ``fn(model, epoch, record)`` after each
+epoch. :class:`~neuralgraphs.analysis.history.WiringHistory` is such a callback.
+
+tqdm is imported only when a progress bar is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+import random
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .schedules import constant, cosine, label_smoothing_loss, multistep, param_groups_no_weight_decay
+
+__all__ = ["fit", "evaluate", "SCHEDULES", "HISTORY_KEYS"]
+
+#: Learning-rate schedules understood by :func:`fit`.
+SCHEDULES = ("cosine", "multistep", "constant")
+
+#: Keys of the dict returned by :func:`fit`; each holds one value per epoch.
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "time")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# argument checks
+# ----------------------------------------------------------------------------------------------------------
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_float(name: str, value: Any, low: float, high: float = math.inf, open_low: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__} {value!r}")
+    value = float(value)
+    bad = not math.isfinite(value) or value > high or (value <= low if open_low else value < low)
+    if bad:
+        interval = f"{'(' if open_low else '['}{low}, {high}{')' if high == math.inf else ']'}"
+        raise ValueError(f"{name}: expected a float in {interval}, got {value}")
+    return value
+
+
+def _check_loader(name: str, loader: Any) -> Iterable:
+    if not hasattr(loader, "__iter__"):
+        raise TypeError(f"{name}: expected an iterable of (x, y) batches such as a DataLoader, "
+                        f"got {type(loader).__name__}")
+    return loader
+
+
+def _loader_generator(loader: Any) -> Optional[torch.Generator]:
+    gen = getattr(loader, "generator", None)
+    return gen if isinstance(gen, torch.Generator) else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# random state
+# ----------------------------------------------------------------------------------------------------------
+
+def _rng_state(loader: Any) -> Dict[str, Any]:
+    # Everything stored as tensors, ints and tuples so that a weights-only load accepts it.
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss),
+                  float(np_gauss)),
+    }
+    gen = _loader_generator(loader)
+    if gen is not None:
+        state["loader"] = gen.get_state()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any], loader: Any) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    gen = _loader_generator(loader)
+    if gen is not None and "loader" in state:
+        gen.set_state(state["loader"])
+
+
+def _seed_everything(seed: int, loader: Any) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    gen = _loader_generator(loader)
+    if gen is not None:
+        gen.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------------------
+
+def _batch(batch: Any, device: torch.device):
+    if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+        raise ValueError(f"loader: expected batches of (x, y), got {type(batch).__name__}")
+    return batch[0].to(device), batch[1].to(device)
+
+
+def evaluate(model: nn.Module, loader: Iterable, device: Union[str, torch.device] = "cpu",
+             label_smoothing: float = 0.0) -> Dict[str, float]:
+    """Mean loss and accuracy of a classifier over a loader, in eval mode and without gradients.
+
+    The model's train / eval mode is restored afterwards.
+
+    Args:
+        model (torch.nn.Module): maps ``x`` to logits ``[B, C]``.
+        loader (iterable): ``(x, y)`` batches, ``y`` int64 class indices.
+        device (str or torch.device): where the batches go; the model must already be there.
+            (default: ``"cpu"``)
+        label_smoothing (float): smoothing of the reported loss, in ``[0, 1]``. (default: ``0.0``)
+
+    Returns:
+        dict: ``{"loss": float, "accuracy": float}`` (accuracy in ``[0, 1]``, averaged over samples).
+
+    Raises:
+        TypeError: if ``model`` is not a module or ``loader`` not iterable.
+        ValueError: if the loader is empty or yields malformed batches.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    _check_loader("loader", loader)
+    label_smoothing = _check_float("label_smoothing", label_smoothing, 0.0, 1.0)
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                x, y = _batch(batch, device)
+                logits = model(x)
+                loss = label_smoothing_loss(logits, y, label_smoothing)
+                total_loss += float(loss) * y.numel()
+                correct += int((logits.argmax(1) == y).sum())
+                count += y.numel()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("loader: yielded no samples")
+    return {"loss": total_loss / count, "accuracy": correct / count}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------------------
+
+def _split_callbacks(callbacks: Sequence[Any]):
+    starts, steps, epochs = [], [], []
+    for i, cb in enumerate(callbacks):
+        hooks = [getattr(cb, name, None) for name in ("on_fit_start", "on_step_end", "on_epoch_end")]
+        if not any(callable(h) for h in hooks):
+            if not callable(cb):
+                raise TypeError(f"callbacks[{i}]: expected a callable fn(model, epoch, record) or an object with "
+                                f"on_fit_start / on_step_end / on_epoch_end methods, got {type(cb).__name__}")
+            epochs.append(cb)
+            continue
+        for hook, bucket in zip(hooks, (starts, steps, epochs)):
+            if callable(hook):
+                bucket.append(hook)
+    return starts, steps, epochs
+
+
+def _make_scheduler(schedule: str, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int,
+                    milestones: Optional[Sequence[int]]):
+    if schedule == "cosine":
+        return cosine(optimizer, total_steps=epochs * steps_per_epoch), True
+    if schedule == "multistep":
+        if milestones is None:
+            # The DNW recipe's proportions: decay at 1/2 and 3/4 of the run.
+            milestones = sorted({m for m in (epochs // 2, (3 * epochs) // 4) if 0 < m < epochs})
+        return multistep(optimizer, list(milestones)), False
+    return constant(optimizer), False
+
+
+def _progress_enabled(progress: bool) -> bool:
+    if not progress:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable] = None, *, epochs: int,
+        lr: float, momentum: float = 0.9, weight_decay: float = 1e-4, schedule: str = "cosine",
+        milestones: Optional[Sequence[int]] = None, label_smoothing: float = 0.0,
+        device: Union[str, torch.device] = "cpu", progress: bool = True, checkpoint: Optional[PathLike] = None,
+        resume: bool = False, seed: int = 0, callbacks: Sequence[Any] = (),
+        history: Optional[Any] = None) -> Dict[str, List[Any]]:
+    """Train a classifier with SGD and return its per-epoch history.
+
+    The run is deterministic given ``seed`` and the model's initial state: ``fit`` seeds torch, numpy and
+    Python's ``random`` and, when the train loader has its own ``generator`` (as
+    :func:`~neuralgraphs.train.digits_loaders` gives it), reseeds that too, so the batch order does not depend
+    on earlier use of the loader. These global generators are restored when ``fit`` returns. On CPU the
+    same seed gives the same weights, wiring and accuracies.
+
+    ``schedule="cosine"`` decays the rate per step to 0 over the run; ``"multistep"`` multiplies it by 0.1 at
+    each milestone epoch (default: half and three quarters of the run); ``"constant"`` keeps it. Weight decay
+    is not applied to normalisation parameters or biases
+    (:func:`~neuralgraphs.train.param_groups_no_weight_decay`).
+
+    Args:
+        model (torch.nn.Module): maps ``x`` to logits ``[B, C]``; moved to ``device``.
+        train_loader (iterable): ``(x, y)`` batches; must have ``len()`` for the cosine schedule.
+        test_loader (iterable, optional): evaluated after every epoch. (default: :obj:`None`)
+        epochs (int): total number of epochs (a resumed run counts the epochs already done), ``>= 1``.
+        lr (float): peak learning rate, ``> 0``.
+        momentum (float): SGD momentum in ``[0, 1)``. (default: ``0.9``)
+        weight_decay (float): L2 decay, ``>= 0``. (default: ``1e-4``)
+        schedule (str): ``"cosine"``, ``"multistep"`` or ``"constant"``. (default: ``"cosine"``)
+        milestones (list of int, optional): epochs of the multistep decay. (default: :obj:`None`)
+        label_smoothing (float): in ``[0, 1]``. (default: ``0.0``)
+        device (str or torch.device): training device. (default: ``"cpu"``)
+        progress (bool): show a tqdm bar over the batches, only when stderr is a terminal.
+            (default: :obj:`True`)
+        checkpoint (str or os.PathLike, optional): file written atomically after every epoch with the model,
+            optimizer, scheduler, epoch, history and random states. (default: :obj:`None`)
+        resume (bool): when ``checkpoint`` exists, continue from it (a missing file starts a new run, so the
+            same call can be repeated after an interruption). (default: :obj:`False`)
+        seed (int): seed of the run, ``>= 0``. (default: ``0``)
+        callbacks (sequence): callback objects or callables; see the module docstring. (default: ``()``)
+        history (dict or callback, optional): a dict filled in place with the history (handy to inspect it
+            after an interruption), or a callback object such as
+            :class:`~neuralgraphs.analysis.history.WiringHistory`, which is then added to ``callbacks``.
+            (default: :obj:`None`, a new dict)
+
+    Returns:
+        dict: lists with one entry per epoch under :data:`HISTORY_KEYS`: ``epoch`` (from 1), ``train_loss``,
+        ``train_acc`` (running averages over the epoch, in train mode), ``test_loss`` and ``test_acc``
+        (:obj:`None` without ``test_loader``), ``lr`` (rate at the end of the epoch) and ``time``
+        (seconds of training plus evaluation).
+
+    Raises:
+        TypeError, ValueError: on invalid arguments (the message names the argument); ValueError also when
+            a checkpoint was written for a different number of epochs or schedule.
+        FloatingPointError: if the training loss becomes NaN or infinite.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    _check_loader("train_loader", train_loader)
+    if test_loader is not None:
+        _check_loader("test_loader", test_loader)
+    epochs = _check_int("epochs", epochs, 1)
+    lr = _check_float("lr", lr, 0.0, open_low=True)
+    momentum = _check_float("momentum", momentum, 0.0, 1.0)
+    if momentum >= 1.0:
+        raise ValueError(f"momentum: expected a float in [0, 1), got {momentum}")
+    weight_decay = _check_float("weight_decay", weight_decay, 0.0)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
+    label_smoothing = _check_float("label_smoothing", label_smoothing, 0.0, 1.0)
+    seed = _check_int("seed", seed, 0)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress: expected a bool, got {type(progress).__name__}")
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume: expected a bool, got {type(resume).__name__}")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint: expected a file path or None, got {type(checkpoint).__name__}")
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks: expected a list or tuple, got {type(callbacks).__name__}")
+    callbacks = list(callbacks)
+    if history is None:
+        history = {}
+    elif not isinstance(history, dict):
+        callbacks.append(history)
+        history = {}
+    for key in HISTORY_KEYS:
+        history.setdefault(key, [])
+    starts, step_hooks, epoch_hooks = _split_callbacks(callbacks)
+    try:
+        steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    except TypeError:
+        if schedule == "cosine":
+            raise TypeError("train_loader: the cosine schedule needs a loader with len()") from None
+        steps_per_epoch = 0
+    if schedule == "cosine" and steps_per_epoch == 0:
+        raise ValueError("train_loader: is empty")
+    device = torch.device(device)
+
+    model.to(device)
+    optimizer = torch.optim.SGD(param_groups_no_weight_decay(model, weight_decay), lr=lr, momentum=momentum)
+    scheduler, per_step = _make_scheduler(schedule, optimizer, epochs, steps_per_epoch, milestones)
+    run_info = {"epochs": epochs, "schedule": schedule, "seed": seed}
+
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), _restore_python_numpy_rng():
+        start_epoch = 0
+        if resume and checkpoint is not None and os.path.isfile(checkpoint):
+            state = load_checkpoint(checkpoint, map_location=device)
+            saved = state.get("run", {})
+            for key in ("epochs", "schedule"):
+                if saved.get(key) != run_info[key]:
+                    raise ValueError(f"checkpoint: {os.fspath(checkpoint)!r} was written with {key}="
+                                     f"{saved.get(key)!r}, this call has {key}={run_info[key]!r}")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch = int(state["epoch"])
+            for key in HISTORY_KEYS:
+                history[key][:] = list(state["history"][key])
+            _set_rng_state(state["rng"], train_loader)
+        else:
+            _seed_everything(seed, train_loader)
+        step = start_epoch * steps_per_epoch
+        fit_state = {"epoch": start_epoch, "step": step, "epochs": epochs, "optimizer": optimizer,
+                     "scheduler": scheduler, "history": history}
+        for hook in starts:
+            hook(model, fit_state)
+        show = _progress_enabled(progress)
+        for epoch in range(start_epoch + 1, epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            total_loss, correct, count = 0.0, 0, 0
+            batches: Iterable = train_loader
+            bar = None
+            if show:
+                from tqdm.auto import tqdm
+
+                bar = batches = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False,
+                                     total=steps_per_epoch or None)
+            try:
+                for batch in batches:
+                    x, y = _batch(batch, device)
+                    logits = model(x)
+                    loss = label_smoothing_loss(logits, y, label_smoothing)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if per_step:
+                        scheduler.step()
+                    step += 1
+                    loss_value = float(loss.detach())
+                    if not math.isfinite(loss_value):
+                        raise FloatingPointError(f"training loss became {loss_value} at epoch {epoch}, step "
+                                                 f"{step}; lower lr (now {lr}) or check the inputs")
+                    total_loss += loss_value * y.numel()
+                    correct += int((logits.detach().argmax(1) == y).sum())
+                    count += y.numel()
+                    for hook in step_hooks:
+                        hook(model, step, loss_value)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if count == 0:
+                raise ValueError("train_loader: yielded no samples")
+            if not per_step:
+                scheduler.step()
+            test = evaluate(model, test_loader, device, label_smoothing) if test_loader is not None else None
+            record = {
+                "epoch": epoch,
+                "train_loss": total_loss / count,
+                "train_acc": correct / count,
+                "test_loss": None if test is None else test["loss"],
+                "test_acc": None if test is None else test["accuracy"],
+                "lr": float(optimizer.param_groups[0]["lr"]),
+                "time": time.perf_counter() - t0,
+            }
+            for key in HISTORY_KEYS:
+                history[key].append(record[key])
+            for hook in epoch_hooks:
+                hook(model, epoch, record)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "run": run_info,
+                    "history": {k: list(v) for k, v in history.items() if k in HISTORY_KEYS},
+                    "rng": _rng_state(train_loader)})
+    return history
+
+
+@contextlib.contextmanager
+def _restore_python_numpy_rng():
+    # torch.random.fork_rng covers torch; fit must not leave Python's and numpy's generators changed either.
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)

@@ -1,0 +1,173 @@
+"""Plots of comparison results, training curves and degree distributions (PNG files).
+
+matplotlib is an optional extra (``pip install neuralgraphs[plot]``) imported only when a plot is drawn.
+Figures are drawn with matplotlib's object-oriented API on an Agg canvas, so no pyplot state or global
+backend is touched and the functions work without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from typing import Any, Dict, List, Mapping, Sequence, Union
+
+import networkx as nx
+
+__all__ = ["plot_compare", "plot_training_curves", "plot_degree_distributions"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("neuralgraphs.viz needs matplotlib; install it with: pip install neuralgraphs[plot]") from exc
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _check_path(path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a str or os.PathLike file path, got {type(path).__name__}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"path: the folder {folder!r} of {path!r} does not exist")
+    return path
+
+
+def _save(fig, path: str) -> str:
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_compare(results: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]], path: PathLike) -> str:
+    """Bar chart of test accuracy per model, with one-standard-deviation error bars and the seeds as dots.
+
+    Args:
+        results: rows with ``model``, ``acc_mean`` and ``acc_std`` (optionally ``accuracies``, the per-seed
+            values), or the dict written by ``neuralgraphs compare`` (its ``"models"`` rows are used).
+        path (str or os.PathLike): PNG file to write; its folder must exist.
+
+    Returns:
+        str: ``path``.
+
+    Raises:
+        ValueError: if there are no rows or a row lacks a key.
+        ImportError: if matplotlib is missing.
+    """
+    rows = results.get("models") if isinstance(results, Mapping) else results
+    if not isinstance(rows, (list, tuple)) or not rows:
+        raise ValueError("results: expected a non-empty list of rows with model, acc_mean and acc_std")
+    for i, row in enumerate(rows):
+        missing = [k for k in ("model", "acc_mean", "acc_std") if k not in row]
+        if missing:
+            raise ValueError(f"results[{i}]: missing key(s) {missing}")
+    path = _check_path(path)
+    fig, (ax,) = _figure()
+    names = [str(r["model"]) for r in rows]
+    means = [100 * float(r["acc_mean"]) for r in rows]
+    stds = [100 * float(r["acc_std"]) for r in rows]
+    xs = list(range(len(rows)))
+    ax.bar(xs, means, yerr=stds, capsize=5, color="#8fb3d9", edgecolor="#2b5d8c")
+    for x, r in zip(xs, rows):
+        accs = [100 * float(a) for a in r.get("accuracies", [])]
+        ax.plot([x] * len(accs), accs, "o", color="#1b3a57", markersize=3)
+    ax.set_xticks(xs, names)
+    low = min(m - s for m, s in zip(means, stds))
+    ax.set_ylim(max(0.0, math.floor(low / 5) * 5 - 5), 100)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("test accuracy, mean ± std over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _as_runs(value: Any) -> List[Mapping[str, Any]]:
+    if isinstance(value, Mapping):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, Mapping) for v in value):
+        return list(value)
+    raise ValueError("histories: each value must be a fit() history dict or a list of them (one per seed)")
+
+
+def _mean_curve(runs: List[Mapping[str, Any]], key: str) -> List[float]:
+    curves = [[v for v in run.get(key, []) if v is not None] for run in runs]
+    length = min((len(c) for c in curves), default=0)
+    return [sum(c[i] for c in curves) / len(curves) for i in range(length)]
+
+
+def plot_training_curves(histories: Mapping[str, Any], path: PathLike) -> str:
+    """Training loss and test accuracy per epoch, one line per model (the mean over its seeds).
+
+    Args:
+        histories (dict): model name to a :func:`~neuralgraphs.train.fit` history, or a list of them.
+        path (str or os.PathLike): PNG file to write; its folder must exist.
+
+    Returns:
+        str: ``path``.
+
+    Raises:
+        ValueError: if ``histories`` is empty or malformed.
+        ImportError: if matplotlib is missing.
+    """
+    if not isinstance(histories, Mapping) or not histories:
+        raise ValueError("histories: expected a non-empty dict of model name to fit() histories")
+    runs = {str(name): _as_runs(value) for name, value in histories.items()}
+    path = _check_path(path)
+    fig, (ax_loss, ax_acc) = _figure(ncols=2)
+    for name, rs in runs.items():
+        loss = _mean_curve(rs, "train_loss")
+        acc = _mean_curve(rs, "test_acc")
+        ax_loss.plot(range(1, len(loss) + 1), loss, marker=".", label=name)
+        if acc:
+            ax_acc.plot(range(1, len(acc) + 1), [100 * a for a in acc], marker=".", label=name)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("train loss")
+    ax_loss.set_yscale("log")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("test accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_degree_distributions(graphs: Mapping[str, nx.DiGraph], path: PathLike) -> str:
+    """In- and out-degree histograms of several directed graphs, side by side.
+
+    Args:
+        graphs (dict): name to ``networkx.DiGraph`` (pass only the edges you want counted, e.g. the active
+            ones).
+        path (str or os.PathLike): PNG file to write; its folder must exist.
+
+    Returns:
+        str: ``path``.
+
+    Raises:
+        TypeError: if a value is not a ``networkx.DiGraph``.
+        ValueError: if ``graphs`` is empty.
+        ImportError: if matplotlib is missing.
+    """
+    if not isinstance(graphs, Mapping) or not graphs:
+        raise ValueError("graphs: expected a non-empty dict of name to networkx.DiGraph")
+    for name, g in graphs.items():
+        if not isinstance(g, nx.DiGraph):
+            raise TypeError(f"graphs[{name!r}]: expected a networkx.DiGraph, got {type(g).__name__}")
+    path = _check_path(path)
+    fig, axes = _figure(ncols=2)
+    width = 0.8 / len(graphs)
+    for ax, (title, degree) in zip(axes, (("in-degree", "in_degree"), ("out-degree", "out_degree"))):
+        for i, (name, g) in enumerate(graphs.items()):
+            counts = Counter(d for _, d in getattr(g, degree)())
+            xs = sorted(counts)
+            ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], [counts[x] for x in xs], width=width, label=str(name))
+        ax.set_xlabel(title)
+        ax.set_ylabel("nodes")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(fig, path)

@@ -1,0 +1,121 @@
+"""The neuralgraphs command line (neuralgraphs.cli)."""
+
+import csv
+import json
+import os
+
+import pytest
+
+from neuralgraphs import cli
+from neuralgraphs.cli import MODEL_KEYS, main
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    assert main(["compare", "--quick", "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+def test_compare_quick_writes_results(quick_results, capsys):
+    out = quick_results
+    for name in ("results.json", "results.csv", "runs.csv", "accuracy.png", "curves.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    for name in ("accuracy.png", "curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((out / "results.json").read_text())
+    rows = data["models"]
+    assert [r["model"] for r in rows] == ["ws", "er", "ba", "dnw", "complete"]
+    assert all(list(r) == list(MODEL_KEYS) for r in rows)
+    by_model = {r["model"]: r for r in rows}
+    assert by_model["ws"]["active_edges"] == by_model["dnw"]["active_edges"]
+    assert by_model["complete"]["active_edges"] > by_model["dnw"]["active_edges"]
+    assert all(0.0 <= r["acc_mean"] <= 1.0 and r["seeds"] == [0] for r in rows)
+    assert len(data["runs"]) == 5 and data["config"]["quick"] is True
+    with open(out / "results.csv", newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [r["model"] for r in csv_rows] == [r["model"] for r in rows]
+    assert float(csv_rows[0]["acc_mean"]) == pytest.approx(rows[0]["acc_mean"])
+
+
+def test_inspect_checkpoint_and_graph(tmp_path, capsys):
+    import networkx as nx
+    import torch
+
+    from neuralgraphs.generators.random_graphs import random_dag, save_graph
+    from neuralgraphs.train import save_checkpoint
+
+    dag = random_dag("ws", 12, 0, k=4, p=0.75)
+    save_graph(dag, tmp_path / "g.json")
+    assert main(["inspect", str(tmp_path / "g.json")]) == 0
+    text = capsys.readouterr().out
+    assert f"num_edges        {dag.number_of_edges()}" in text
+    assert f"depth            {nx.dag_longest_path_length(dag)}" in text
+    save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.zeros(3)}, "epoch": 4})
+    assert main(["inspect", str(tmp_path / "c.pt")]) == 0
+    assert "epoch            4" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", str(tmp_path / "missing.json")])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--epochs", "0"], "--epochs"), (["--epochs", "two"], "--epochs"), (["--seeds", "-1,2"], "--seeds"),
+    (["--seeds", "0"], "--seeds"), (["--nodes", "2"], "--nodes"), (["--channels", "1"], "--channels"),
+    (["--budget", "0"], "--budget"), (["--models", "ws,foo"], "--models"), (["--lr", "-0.1"], "--lr"),
+    (["--lr", "nan"], "--lr"), (["--batch-size", "0"], "--batch-size"), (["--threads", "0"], "--threads"),
+    (["--nodes", "4", "--budget", "100"], "--budget"), (["--bogus"], "--bogus"),
+])
+def test_bad_options_exit_with_argparse_error(args, option, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--out", str(tmp_path)] + args)
+    assert exc.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def test_out_must_be_a_folder(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--out", str(tmp_path / "file")])
+    assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_config_yaml(tmp_path, capsys, monkeypatch):
+    good = tmp_path / "good.yaml"
+    good.write_text("epochs: 3\nseeds: [1, 4]\nbatch-size: 32\nmodels: ws,dnw\nquick: true\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    seen = {}
+    # Stop before training: only the resolved options are checked here.
+    monkeypatch.setattr(cli, "run_compare", lambda opts: seen.update(opts) or (_ for _ in ()).throw(KeyError))
+    with pytest.raises(KeyError):
+        main(["compare", "--config", str(good), "--epochs", "2", "--out", str(tmp_path)])
+    assert seen["epochs"] == 2  # the command line wins over the file
+    assert seen["seeds"] == [1, 4] and seen["batch_size"] == 32 and seen["models"] == ["ws", "dnw"]
+    assert seen["nodes"] == cli.QUICK_DEFAULTS["nodes"]  # quick from the file
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--config", str(bad)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--config" in err and "learning_rate" in err and "allowed keys" in err
+    bad.write_text("epochs: -3\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--config", str(bad)])
+    assert exc.value.code == 2 and "'epochs'" in capsys.readouterr().err
+
+
+def test_demo_runs(capsys):
+    assert main(["demo", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "dnw wiring" in out and "random wiring" in out and "swaps" in out
+
+
+def test_python_m_entry_point():
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "neuralgraphs", "compare", "--epochs", "0"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--epochs" in proc.stderr
