@@ -305,8 +305,9 @@ def test_argument_validation():
 
 
 def test_auto_schedule_choice():
-    from neuralgraphs.models.randwire import CPU_LEVEL_MAX_FEATURES, CPU_SCHEDULE, resolve_schedule
-    assert resolve_schedule("auto", "cuda", 10 ** 9) == "level"
-    assert resolve_schedule("auto", "cpu", 1) == "level"
-    assert resolve_schedule("auto", "cpu", CPU_LEVEL_MAX_FEATURES) == CPU_SCHEDULE == "node"
-    assert resolve_schedule("node", "cuda") == "node"
+    from neuralgraphs.models.randwire import AUTO_SCHEDULE, resolve_schedule
+    assert resolve_schedule("auto") == AUTO_SCHEDULE == "level"
+    assert resolve_schedule("node") == "node"
+    assert resolve_schedule("level") == "level"
+    with pytest.raises(ValueError, match="schedule"):
+        resolve_schedule("fast")

