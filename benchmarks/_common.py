@@ -64,12 +64,23 @@ def parse_args(description: str, argv: Optional[Sequence[str]] = None,
     return args
 
 
+def _cpu_model() -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def environment(device: torch.device) -> Dict[str, Any]:
     """Fields describing where a row was measured (added to every row)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = platform.processor() or platform.machine()
+        name = _cpu_model() or platform.processor() or platform.machine()
     env = {"device": device.type, "device_name": name, "threads": torch.get_num_threads(),
            "torch": torch.__version__}
     if hasattr(os, "getloadavg"):
