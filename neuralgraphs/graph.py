@@ -333,6 +333,8 @@ class NeuralGraph:
         """Return the same graph with node ``perm[i]`` renamed ``i``.
 
         Edge attributes follow their edges; node attributes, order, blocks, inputs and outputs follow nodes.
+        Node labels follow nodes too; a graph without labels gets its old node ids as labels, so
+        :meth:`to_networkx` still names the nodes as before the renumbering.
         """
         perm = _as_index_tensor(perm, "perm", self.num_nodes)
         if perm.numel() != self.num_nodes:
@@ -346,7 +348,8 @@ class NeuralGraph:
             blocks=None if self.blocks is None else self.blocks[perm],
             node_attrs={k: [v[i] for i in perm.tolist()] for k, v in self.node_attrs.items()},
             edge_attrs=self.edge_attrs,
-            node_labels=None if self.node_labels is None else [self.node_labels[i] for i in perm.tolist()],
+            node_labels=(perm.tolist() if self.node_labels is None
+                         else [self.node_labels[i] for i in perm.tolist()]),
             graph_attrs=self.graph_attrs)
 
     # ------------------------------------------------------------------ constructors

@@ -126,20 +126,27 @@ class PropagationPlan:
             return self.dst, self.src
         return self.dst[self.active], self.src[self.active]
 
+    def _row_pointers(self, dst: Tensor) -> Tensor:
+        """CSR row pointers of target-sorted edges."""
+        return torch.searchsorted(dst, torch.arange(self.num_out + 1, device=dst.device))
+
     def csr_index(self):
         """``(crow, col)`` of the active edges."""
         if self._crow is None:
             dst, src = self._active_dst_src()
-            bounds = torch.arange(self.num_out + 1, device=dst.device)
-            self._crow = torch.searchsorted(dst, bounds)
-            self._col = src
+            self._crow, self._col = self._row_pointers(dst), src
         return self._crow, self._col
 
     def candidate_crow(self) -> Tensor:
         if self._cand_crow is None:
-            bounds = torch.arange(self.num_out + 1, device=self.dst.device)
-            self._cand_crow = torch.searchsorted(self.dst, bounds)
+            self._cand_crow = self._row_pointers(self.dst)
         return self._cand_crow
+
+    def _sampled_outer(self, crow: Tensor, col: Tensor, grad_out: Tensor, x: Tensor) -> Tensor:
+        """``(grad_out @ x.t())`` read at the CSR pattern ``(crow, col)`` (SDDMM), in pattern order."""
+        pattern = torch.sparse_csr_tensor(crow, col, grad_out.new_ones(col.numel()),
+                                          (self.num_out, self.num_in), check_invariants=False)
+        return torch.sparse.sampled_addmm(pattern, grad_out, x.t(), beta=0.0).values()
 
     def active_values(self, edge_weight: Tensor) -> Tensor:
         return edge_weight if self.active is None else edge_weight[self.active]
@@ -164,16 +171,11 @@ class PropagationPlan:
         r""":math:`\langle \mathbf{g}_t, \mathbf{x}_s \rangle` for every edge (or every active edge)."""
         e = self.num_edges
         if self.weight_grad == "active" and self.active is not None and self.active.numel() < e:
-            crow, col = self.csr_index()
-            pattern = torch.sparse_csr_tensor(crow, col, grad_out.new_ones(col.numel()),
-                                              (self.num_out, self.num_in), check_invariants=False)
-            vals = torch.sparse.sampled_addmm(pattern, grad_out, x.t(), beta=0.0).values()
+            vals = self._sampled_outer(*self.csr_index(), grad_out, x)
             return grad_out.new_zeros(e).index_copy_(0, self.active, vals)
         if e >= GEMM_MIN_CANDIDATE_DENSITY * self.num_out * self.num_in:
             return dense_outer(grad_out, x).view(-1)[self.flat]
-        pattern = torch.sparse_csr_tensor(self.candidate_crow(), self.src, grad_out.new_ones(e),
-                                          (self.num_out, self.num_in), check_invariants=False)
-        return torch.sparse.sampled_addmm(pattern, grad_out, x.t(), beta=0.0).values()
+        return self._sampled_outer(self.candidate_crow(), self.src, grad_out, x)
 
 
 class _Propagate(torch.autograd.Function):

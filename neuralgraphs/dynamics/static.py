@@ -43,11 +43,6 @@ class StaticGraph(WiredGraph):
             raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
         graph.check_acyclic()
         perm = torch.argsort(graph.levels(), stable=True)
-        if graph.node_labels is None:
-            graph = NeuralGraph(graph.num_nodes, graph.edge_index, graph.inputs, graph.outputs,
-                                order=graph.order, blocks=graph.blocks, node_attrs=graph.node_attrs,
-                                edge_attrs=graph.edge_attrs, node_labels=list(range(graph.num_nodes)),
-                                graph_attrs=graph.graph_attrs)
         graph = graph.relabel(perm)
         super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend)
         self._levels = self._level_structure(graph)

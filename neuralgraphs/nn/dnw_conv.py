@@ -10,7 +10,7 @@ from torch import Tensor
 from neuralgraphs._compat import import_pyg
 from neuralgraphs.propagate import BACKENDS, propagate
 from neuralgraphs.wiring.select import topk_indices
-from neuralgraphs.wiring.wiring import straight_through_mask
+from neuralgraphs.wiring.wiring import activate
 
 MessagePassing = import_pyg().nn.MessagePassing
 
@@ -72,10 +72,8 @@ class DNWConv(MessagePassing):
         k = self.num_kept(edge_weight.numel())
         with torch.no_grad():
             index, self._hint = topk_indices(edge_weight.detach().abs().float(), k, self._hint)
-            mask = torch.zeros_like(edge_weight, dtype=torch.bool)
-            mask[index] = True
-        w = straight_through_mask(edge_weight, mask)
-        return propagate(x, edge_index, w, num_nodes=x.size(0), active=index, backend=self.backend)
+        active = activate(edge_weight, index, straight_through=True)
+        return propagate(x, edge_index, active.weight, num_nodes=x.size(0), active=index, backend=self.backend)
 
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:  # pragma: no cover - forward bypasses it
         return edge_weight.view(-1, 1) * x_j

@@ -62,6 +62,18 @@ def straight_through_mask(weight: Tensor, mask: Tensor) -> Tensor:
     return _StraightThroughMask.apply(weight, mask.to(weight.dtype))
 
 
+def activate(weight: Tensor, index: Tensor, straight_through: bool) -> ActiveEdges:
+    """The :class:`ActiveEdges` of ``weight`` when the candidates ``index`` (ascending) are active."""
+    with torch.no_grad():
+        mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
+        mask[index] = True
+    if straight_through:
+        eff = straight_through_mask(weight, mask)
+    else:
+        eff = weight * mask.to(weight.dtype)
+    return ActiveEdges(eff, index, mask, straight_through)
+
+
 def resolve_budget(graph: NeuralGraph, k: Optional[int] = None, density: Optional[float] = None,
                    scope: str = "global") -> Tuple[int, Optional[SegmentLayout]]:
     """Turn a budget into the total number of active edges and, for segmented scopes, their layout.
@@ -149,13 +161,7 @@ class Wiring(nn.Module):
         self._check_weight(weight)
         with torch.no_grad():
             index = self.select(weight)
-            mask = torch.zeros(self.num_candidates, dtype=torch.bool, device=weight.device)
-            mask[index] = True
-        if self.straight_through:
-            eff = straight_through_mask(weight, mask)
-        else:
-            eff = weight * mask.to(weight.dtype)
-        return ActiveEdges(eff, index, mask, self.straight_through)
+        return activate(weight, index, self.straight_through)
 
     def extra_repr(self) -> str:
         return f"active={self.num_active}/{self.num_candidates}, scope={self.scope}"
@@ -195,6 +201,9 @@ class _StoredWiring(Wiring):
 
     def __init__(self, graph: NeuralGraph, k=None, density=None, scope="global") -> None:
         super().__init__(graph, k=k, density=density, scope=scope)
+        self._register_state()
+
+    def _register_state(self) -> None:
         self.register_buffer("active_index", torch.zeros(self.num_active, dtype=torch.long))
         # Persisted so that a saved, not yet frozen lazy wiring stays lazy when loaded.
         self.register_buffer("frozen", torch.tensor(False))
@@ -281,8 +290,7 @@ class FixedWiring(_StoredWiring):
         nn.Module.__init__(obj)
         obj.num_candidates, obj.scope = wiring.num_candidates, wiring.scope
         obj.num_active, obj._layout = wiring.num_active, wiring._layout
-        obj.register_buffer("active_index", torch.zeros(obj.num_active, dtype=torch.long))
-        obj.register_buffer("frozen", torch.tensor(False))
+        obj._register_state()
         obj._check_weight(weight)
         obj.freeze_from(weight)
         return obj
