@@ -17,9 +17,10 @@ from neuralgraphs.wiring import ActiveEdges, Wiring, make_wiring
 class WiredGraph(nn.Module):
     """Base class: a candidate graph, one learnable weight per candidate edge and a wiring.
 
-    Subclasses implement ``forward``.  Node features travel node-major, ``[N, B, *]``, inside the module so
-    that the graph product is one ``[N, N] x [N, B * prod(*)]`` matrix product; node operations see the usual
-    ``[B, n, *]`` layout.
+    Subclasses implement ``forward``.  Node features travel as ``[B, N, *]`` tensors in whatever memory
+    layout the last operation produced (channels-last from a depthwise convolution, node-major from the
+    sparse graph product); :func:`~neuralgraphs.propagate.propagate` multiplies every layout in place, so no
+    step copies the state only to reorder it.  Node operations see the usual ``[B, n, *]`` shape.
 
     Args:
         graph: the candidate graph.
@@ -80,15 +81,18 @@ class WiredGraph(nn.Module):
         if x.dim() < 2 or x.size(1) != n_in:
             raise ValueError(f"x: expected shape [B, {n_in}, *] (one channel per input node), got {list(x.shape)}")
 
-    def _initial_state(self, x: Tensor) -> Tensor:
-        """Node-major state ``[N, B, *]``: the input on the input nodes, zeros elsewhere."""
-        xn = x.transpose(0, 1)
-        z = x.new_zeros((self.graph.num_nodes,) + tuple(xn.shape[1:]))
-        return z.index_copy(0, self.inputs, xn)
-
-    def _apply_node_op(self, op: nn.Module, z: Tensor, nodes: slice) -> Tensor:
-        """Apply a node op to node-major ``z`` ``[n, B, *]``; returns node-major."""
-        return op(z.transpose(0, 1), nodes).transpose(0, 1)
+    def _initial_state(self, x: Tensor, node_major: bool) -> Tensor:
+        """State ``[B, N, *]``: the input on the input nodes, zeros elsewhere.  Laid out node-major (the
+        sparse product's output layout) or with the nodes innermost (the dense product's, for inputs from a
+        channels-last node operation), so that the solver's arithmetic on states and derivatives runs on
+        tensors of one layout."""
+        b, rest, n = x.size(0), tuple(x.shape[2:]), self.graph.num_nodes
+        if node_major:
+            z = x.new_zeros((n, b) + rest).transpose(0, 1)
+        else:
+            z = x.new_zeros((b,) + rest + (n,)).movedim(-1, 1)
+        z[:, self.inputs] = x
+        return z
 
     def active_graph(self, use_labels: bool = True) -> nx.DiGraph:
         """The candidate graph as networkx with edge attributes ``weight`` and ``active`` (current selection)."""

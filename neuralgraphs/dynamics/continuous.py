@@ -30,9 +30,8 @@ class _GraphODE(nn.Module):
         o = self.owner
         n = o.graph.num_nodes
         everything = slice(0, n)
-        h = o._apply_node_op(o.node_op, z, everything)
-        agg = self.plan(h.reshape(n, -1), self.edge_weight).view(h.shape)
-        return o._apply_node_op(o.post_op, agg, everything)
+        agg = self.plan(o.node_op(z, everything), self.edge_weight, node_dim=1)
+        return o.post_op(agg, everything)
 
 
 class ContinuousTimeGraph(WiredGraph):
@@ -100,7 +99,7 @@ class ContinuousTimeGraph(WiredGraph):
         self.func.plan = PropagationPlan(self.edge_index, n, n, active=a.index, backend=self.backend,
                                          weight_grad=self.weight_grad)
         self.func.edge_weight = a.weight
-        z0 = self._initial_state(x)
+        z0 = self._initial_state(x, node_major=self.func.plan.backend == "csr")
         t = torch.tensor([0.0, self.t_end], dtype=z0.dtype, device=z0.device)
         self.func.nfe = 0
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options or None)
@@ -111,7 +110,7 @@ class ContinuousTimeGraph(WiredGraph):
             zt = torchdiffeq.odeint(self.func, z0, t, **kwargs)
         self.nfe_forward = self.func.nfe
         self._nfe_before_backward = self.func.nfe
-        return zt[-1].index_select(0, self.outputs).transpose(0, 1)
+        return zt[-1].index_select(1, self.outputs)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", t_end={self.t_end}, method={self.method!r}, rtol={self.rtol}, "

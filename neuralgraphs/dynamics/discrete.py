@@ -59,15 +59,14 @@ class DiscreteTimeGraph(WiredGraph):
         plan = self.plan(a.index)
         n = self.graph.num_nodes
         everything = slice(0, n)
-        z = self._initial_state(x)
+        z = self._initial_state(x, node_major=plan.backend == "csr")
         x0 = z if self.inject == "every_step" else None
         for _ in range(self.steps):
-            h = self._apply_node_op(self.node_op, z, everything)
-            agg = plan(h.reshape(n, -1), a.weight).view(h.shape)
+            agg = plan(self.node_op(z, everything), a.weight, node_dim=1)
             if x0 is not None:
                 agg = agg + x0
-            z = self._apply_node_op(self.post_op, agg, everything)
-        return z.index_select(0, self.outputs).transpose(0, 1)
+            z = self.post_op(agg, everything)
+        return z.index_select(1, self.outputs)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", steps={self.steps}, inject={self.inject!r}"

@@ -74,35 +74,44 @@ class StaticGraph(WiredGraph):
     def num_levels(self) -> int:
         return len(self._levels)
 
+    def _level_edges(self) -> List[Tensor]:
+        """Each level's slice of ``local_edge_index``, kept so the propagation cache sees the same tensors
+        at every forward (rebuilt when the buffer moves to another device)."""
+        key = (self.local_edge_index.data_ptr(), self.local_edge_index.device)
+        if getattr(self, "_level_edges_key", None) != key:
+            self._level_edges_cache = [self.local_edge_index[:, c0:c1] for (_, _, c0, c1) in self._levels]
+            self._level_edges_key = key
+        return self._level_edges_cache
+
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         a = self.active()
-        xn = x.transpose(0, 1)
-        feat = tuple(xn.shape[1:])
+        feat = tuple(x.shape[2:])
+        b = x.size(0)
         # On CPU the active edges of each level are sliced exactly (a host read costs nothing there); on
         # other devices the dense path needs no active list, so no step waits on the device.
         exact = a.index.device.type == "cpu"
         outs: List[Tensor] = []
-        for (r0, r1, c0, c1), (i0, i1) in zip(self._levels, self._inject):
+        for (r0, r1, c0, c1), (i0, i1), edges in zip(self._levels, self._inject, self._level_edges()):
             n = r1 - r0
             if c1 > c0:
-                prev = outs[0] if len(outs) == 1 else torch.cat(outs)
+                # [B, r0, *] in the node ops' layout (channels-last for images): the product reads it in place
+                prev = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
                 active, backend = None, self.backend
                 if not exact:
                     backend = "dense"
                 elif backend != "dense":
                     lo, hi = torch.searchsorted(a.index, torch.tensor([c0, c1])).tolist()
                     active = a.index[lo:hi] - c0
-                plan = PropagationPlan(self.local_edge_index[:, c0:c1], n, r0, active=active, backend=backend,
-                                       weight_grad=self.weight_grad)
-                inp = plan(prev.reshape(r0, -1), a.weight[c0:c1]).view((n,) + feat)
+                plan = PropagationPlan(edges, n, r0, active=active, backend=backend, weight_grad=self.weight_grad)
+                inp = plan(prev, a.weight[c0:c1], node_dim=1)
             else:
-                inp = x.new_zeros((n,) + feat)
+                inp = x.new_zeros((b, n) + feat)
             if i1 > i0:
-                inp = inp.index_add(0, self.inject_rows[i0:i1], xn.index_select(0, self.inject_cols[i0:i1]))
-            outs.append(self._apply_node_op(self.node_op, inp, slice(r0, r1)))
-        z = torch.cat(outs)
-        return z.index_select(0, self.outputs).transpose(0, 1)
+                inp = inp.index_add(1, self.inject_rows[i0:i1], x.index_select(1, self.inject_cols[i0:i1]))
+            outs.append(self.node_op(inp, slice(r0, r1)))
+        z = torch.cat(outs, dim=1)
+        return z.index_select(1, self.outputs)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", levels={self.num_levels}"

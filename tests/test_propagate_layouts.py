@@ -1,0 +1,122 @@
+"""Memory layouts of the features in :func:`neuralgraphs.propagate.propagate`.
+
+The core multiplies node-major, feature-major (channels-last) and batched (NCHW) features in place and
+returns the layout it produced.  Every layout and backend is checked in float32 (the oneDNN path on CPU)
+against a float64 dense masked product written here, for the output and both gradients, and in float64
+with ``gradcheck``.
+"""
+
+import pytest
+import torch
+
+from neuralgraphs.generators import complete_graph
+from neuralgraphs.propagate import PropagationPlan, _candidates, propagate
+
+
+def node_major(b, n, h, w, dtype):
+    return torch.randn(n, b, h, w, dtype=dtype).transpose(0, 1)
+
+
+def channels_last(b, n, h, w, dtype):
+    return torch.randn(b, n, h, w, dtype=dtype).contiguous(memory_format=torch.channels_last)
+
+
+def nchw(b, n, h, w, dtype):
+    return torch.randn(b, n, h, w, dtype=dtype)
+
+
+def strided(b, n, h, w, dtype):  # no layout at all: every other column of a wider tensor
+    return torch.randn(b, n, h, 2 * w, dtype=dtype)[..., ::2]
+
+
+LAYOUTS = [node_major, channels_last, nchw, strided]
+
+
+def graph(num_out, num_in, frac, seed):
+    gen = torch.Generator().manual_seed(seed)
+    flat = torch.sort(torch.randperm(num_out * num_in, generator=gen)[:int(frac * num_out * num_in)]).values
+    return torch.stack([flat % num_in, flat // num_in])
+
+
+def reference(x, ei, w, num_out, num_in):
+    """Dense masked product ``einsum('oi,bihw->bohw')`` in float64, with autograd for both gradients."""
+    xr = x.detach().double().requires_grad_()
+    wr = w.detach().double().requires_grad_()
+    mat = wr.new_zeros(num_out, num_in).index_put((ei[1], ei[0]), wr, accumulate=True)
+    return xr, wr, torch.einsum("oi,bihw->bohw", mat, xr)
+
+
+@pytest.mark.parametrize("make", LAYOUTS)
+@pytest.mark.parametrize("backend", ["dense", "csr"])
+@pytest.mark.parametrize("frac", [0.05, 0.5, 1.0])  # SDDMM, GEMM-gathered and complete weight gradients
+def test_layouts_match_dense_reference_float32(make, backend, frac):
+    num_out, num_in, b, h, w = 9, 7, 3, 4, 5
+    ei = graph(num_out, num_in, frac, seed=int(frac * 100))
+    gen = torch.Generator().manual_seed(1)
+    x = make(b, num_in, h, w, torch.float32).requires_grad_()
+    wt = torch.randn(ei.size(1), generator=gen, requires_grad=True)
+    r = torch.randn(b, num_out, h, w, dtype=torch.float64, generator=gen)
+    out = propagate(x, ei, wt, num_nodes=num_out, backend=backend, node_dim=1)
+    xr, wr, ref = reference(x, ei, wt, num_out, num_in)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    (out.double() * r).sum().backward()
+    (ref * r).sum().backward()
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(wt.grad.double(), wr.grad, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("make", LAYOUTS)
+@pytest.mark.parametrize("backend", ["dense", "csr"])
+def test_layouts_gradcheck_float64(make, backend):
+    ei = graph(5, 4, 0.6, seed=3)
+    x = make(2, 4, 2, 3, torch.float64).requires_grad_()
+    w = torch.randn(ei.size(1), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w: propagate(x, ei, w, num_nodes=5, backend=backend, node_dim=1), (x, w))
+
+
+@pytest.mark.parametrize("backend", ["dense", "csr"])
+def test_vector_features_batch_major_and_column_major(backend):
+    # [B, N] as PyTorch lays out a batch of vectors (nodes innermost) and its column-major transpose
+    ei = graph(6, 6, 0.5, seed=4)
+    w = torch.randn(ei.size(1))
+    mat = torch.zeros(6, 6).index_put((ei[1], ei[0]), w)
+    for x in (torch.randn(5, 6), torch.randn(6, 5).t()):
+        torch.testing.assert_close(propagate(x, ei, w, backend=backend, node_dim=1), x @ mat.t())
+
+
+def test_dense_output_keeps_the_input_layout():
+    ei = complete_graph(8).edge_index
+    w = torch.randn(ei.size(1))
+    x = channels_last(2, 8, 3, 3, torch.float32)
+    assert propagate(x, ei, w, backend="dense", node_dim=1).is_contiguous(memory_format=torch.channels_last)
+    xn = node_major(2, 8, 3, 3, torch.float32)
+    assert propagate(xn, ei, w, backend="dense", node_dim=1).transpose(0, 1).is_contiguous()
+    # the sparse backend writes node-major
+    assert propagate(x, ei, w, backend="csr", node_dim=1).transpose(0, 1).is_contiguous()
+
+
+def test_complete_candidates_use_the_weights_as_the_matrix():
+    g = complete_graph(5)
+    plan = PropagationPlan(g.edge_index, 5, 5, backend="dense")
+    assert plan.complete
+    w = torch.randn(25)
+    assert plan.dense_matrix(w).data_ptr() == w.data_ptr()  # a view, no scatter
+    # a candidate set with one edge missing is not complete, and scatters
+    ei = g.edge_index[:, 1:]
+    assert not PropagationPlan(ei, 5, 5).complete
+
+
+def test_edge_index_cache_follows_in_place_changes():
+    ei = torch.tensor([[0, 1], [1, 2]])
+    x = torch.randn(3, 2)
+    w = torch.ones(2)
+    torch.testing.assert_close(propagate(x, ei, w), torch.stack([torch.zeros(2), x[0], x[1]]))
+    assert _candidates(ei, 3, 3).checked
+    ei[0, 1] = 5  # out of range now: the cached check must not hide it
+    with pytest.raises(ValueError, match="edge_index"):
+        propagate(x, ei, w)
+    ei[0, 1] = 0
+    ei[1, 1] = 0  # unsorted now: the result must still be right
+    torch.testing.assert_close(propagate(x, ei, w), torch.stack([x[0], x[0], torch.zeros(2)]))
