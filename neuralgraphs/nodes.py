@@ -93,22 +93,20 @@ class _InstanceNormNodesLast(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-        mean = x.mean(1, keepdim=True)
-        xc = x - mean
-        rstd = torch.rsqrt((xc * xc).mean(1, keepdim=True) + eps)
-        ctx.save_for_backward(x, mean, rstd, weight)
+        xc = x - x.mean(1, keepdim=True)
+        rstd = torch.rsqrt(torch.linalg.vecdot(xc, xc, dim=1).unsqueeze(1) / x.size(1) + eps)
+        ctx.save_for_backward(xc, rstd, weight)
         return torch.addcmul(bias, xc, rstd * weight)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, mean, rstd, weight = ctx.saved_tensors
+        xc, rstd, weight = ctx.saved_tensors
         g = g.contiguous()
-        size = x.size(1)
+        size = xc.size(1)
         sg = g.sum(1, keepdim=True)
-        sg_xhat = rstd * ((g * x).sum(1, keepdim=True) - mean * sg)
+        sg_xhat = rstd * torch.linalg.vecdot(g, xc, dim=1).unsqueeze(1)
         a = rstd * weight
-        k = a * rstd * sg_xhat / size
-        grad_x = torch.addcmul(k * mean - a * sg / size, g, a).sub_(x * k)
+        grad_x = torch.addcmul(a * sg / -size, g, a).addcmul_(xc, a * rstd * sg_xhat / -size)
         grad_w = sg_xhat.sum((0, 1)) if ctx.needs_input_grad[1] else None
         grad_b = sg.sum((0, 1)) if ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None

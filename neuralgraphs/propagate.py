@@ -262,7 +262,7 @@ class PropagationPlan:
                         if backend == "auto" else backend)
         self.weight_grad = weight_grad
         self._crow = self._col = None
-        self._t = None
+        self._t = self._mat_t = None
 
     @property
     def flat(self) -> Tensor:
@@ -322,6 +322,15 @@ class PropagationPlan:
         return torch.sparse_csr_tensor(crow, col, self.active_values(edge_weight),
                                        (self.num_out, self.num_in), dtype=edge_weight.dtype,
                                        device=edge_weight.device, check_invariants=False)
+
+    def transposed_matrix(self, mat: Tensor) -> Tensor:
+        """``mat.t()`` contiguous, kept while the same matrix comes back (every step of one forward)."""
+        # The cache holds the matrix itself, so its memory cannot be reused by another tensor: an equal data
+        # pointer, shape, strides and version then mean the same values.
+        key = (mat.data_ptr(), _version(mat), mat.shape, mat.stride())
+        if self._mat_t is None or self._mat_t[1] != key or key[1] is None:
+            self._mat_t = (mat, key, mat.t().contiguous())
+        return self._mat_t[2]
 
     def csr_matrix_t(self, edge_weight: Tensor) -> Tensor:
         crow, col, perm = self.transposed_index()
@@ -385,10 +394,9 @@ class _Propagate(torch.autograd.Function):
             if plan.backend == "csr":
                 gx = sparse_mm(plan.csr_matrix_t(edge_weight), g)
             else:
-                mat = ctx.mat
                 # the input gradient as a forward product with the transposed matrix: oneDNN's forward
                 # kernel is 2-3x faster than its backward-data kernel for these shapes
-                gx = dense_mm(mat.t().contiguous(), g, layout)
+                gx = dense_mm(plan.transposed_matrix(ctx.mat), g, layout)
             grad_x = _shaped(gx, layout, ctx.in_shape, node_dim)
         if ctx.needs_input_grad[1]:
             grad_w = plan.weight_gradient(g, m, layout)

@@ -120,3 +120,22 @@ def test_edge_index_cache_follows_in_place_changes():
     ei[0, 1] = 0
     ei[1, 1] = 0  # unsorted now: the result must still be right
     torch.testing.assert_close(propagate(x, ei, w), torch.stack([x[0], x[0], torch.zeros(2)]))
+
+
+def test_reused_plan_follows_new_and_modified_weights():
+    # the plan caches the transposed matrix for the input gradient; new or modified weights must not
+    # see a stale copy
+    g = complete_graph(6)
+    plan = PropagationPlan(g.edge_index, 6, 6, backend="dense")
+    x = torch.randn(4, 6, 3, 3).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(36)
+    for step in range(4):
+        if step == 2:
+            w.mul_(-2.0)  # in place: same memory, new version
+        elif step == 3:
+            w = torch.randn(36)
+        xr = x.clone().requires_grad_()
+        plan(xr, w, node_dim=1).pow(2).sum().backward()
+        xd = x.clone().requires_grad_()
+        torch.einsum("oi,bihw->bohw", w.view(6, 6), xd).pow(2).sum().backward()
+        torch.testing.assert_close(xr.grad, xd.grad, rtol=1e-4, atol=1e-4)
