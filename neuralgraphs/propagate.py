@@ -84,38 +84,62 @@ def dense_mm(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
     return torch.matmul(mat, m)
 
 
-def dense_outer(g: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
+def _nodes_of(m: Tensor, layout: str) -> int:
+    return m.size(0) if layout == NODE_MAJOR else m.size(1)
+
+
+def dense_outer(g: Tensor, m: Tensor, layout: str = NODE_MAJOR, g_layout: Optional[str] = None) -> Tensor:
     """``sum_f g[:, f] x[:, f]^T`` (``[O, I]``): the gradient of every matrix entry, for output gradients
-    ``g`` (``O`` nodes) and features ``m`` (``I`` nodes) in the same ``layout``."""
-    if layout == NODE_MAJOR:
-        o, i = g.size(0), m.size(0)
-    elif layout == FEATURE_MAJOR:
-        o, i = g.size(1), m.size(1)
-    else:
-        o, i = g.size(1), m.size(1)
+    ``g`` (``O`` nodes, in ``g_layout``, default ``layout``) and features ``m`` (``I`` nodes, in ``layout``)."""
+    g_layout = layout if g_layout is None else g_layout
+    if BATCHED in (layout, g_layout) and layout != g_layout:
+        g, m = _node_major(g, g_layout).contiguous(), _node_major(m, layout).contiguous()
+        layout = g_layout = NODE_MAJOR
+    o, i = _nodes_of(g, g_layout), _nodes_of(m, layout)
     if _use_onednn(m):
-        return conv2d_weight(_conv_view(m, layout, i), (o, i, 1, 1), _conv_view(g, layout, o)).view(o, i)
-    if layout == NODE_MAJOR:
-        return g @ m.t()
-    if layout == FEATURE_MAJOR:
-        return g.t() @ m
-    return torch.einsum("bos,bis->oi", g, m)
+        # oneDNN's forward 1x1 convolution as a GEMM over the features (the features become the input
+        # channels): 1.5-2x faster than its weight-gradient kernel or MKL's GEMM when one operand is
+        # node-major (measured at N = 800 and 3328)
+        if g_layout == NODE_MAJOR and layout == NODE_MAJOR:
+            # node-major g [O, F] read as a channels-last [1, F, O, 1] input, x as the [I, F] weight: the
+            # channels-last output [1, I, O, 1] is the row-major [O, I] result, and nothing is copied
+            f = g.size(1)
+            y = F.conv2d(g.view(1, o, 1, f).permute(0, 3, 1, 2), m.view(i, f, 1, 1))
+            return y.permute(0, 2, 3, 1).reshape(o, i)
+        if g_layout == NODE_MAJOR:  # feature-major x [F, I] is an NCHW [1, F, I, 1] input
+            return F.conv2d(m.view(1, -1, i, 1), g.view(o, -1, 1, 1)).view(o, i)
+        if layout == NODE_MAJOR:  # feature-major g
+            return F.conv2d(g.view(1, -1, o, 1), m.view(i, -1, 1, 1)).view(i, o).t()
+        return conv2d_weight(_conv_view(m, layout, i), (o, i, 1, 1), _conv_view(g, g_layout, o)).view(o, i)
+    gm, xm = _node_major(g, g_layout), _node_major(m, layout)
+    return gm @ xm.t()
 
 
 # ------------------------------------------------------------------------------------------------ layouts
+# Columns of the dense operand per CSR product call on CPU: a [N, 1024] slice stays in cache while every
+# row of the sparse matrix reads it (measured 1.4-2.7x faster than one call at F >= 4096).
+SPMM_CHUNK = 1024
+
+
 def sparse_mm(mat: Tensor, m: Tensor) -> Tensor:
     """``mat @ m`` for a sparse CSR ``mat`` and a dense node-major ``m``."""
-    if m.device.type == "cpu":
-        # torch.sparse.mm zero-fills a result and copies MKL's product into it; addmm with beta=0 into an
-        # uninitialised output skips both (beta=0 ignores the output's old contents, NaN included), 2x faster
-        out = m.new_empty(mat.size(0), m.size(1))
+    if m.device.type != "cpu":
+        return torch.sparse.mm(mat, m)
+    # torch.sparse.mm zero-fills a result and copies MKL's product into it; addmm with beta=0 into an
+    # uninitialised output skips both (beta=0 ignores the output's old contents, NaN included)
+    out = m.new_empty(mat.size(0), m.size(1))
+    f = m.size(1)
+    if f < 2 * SPMM_CHUNK:
         return torch.addmm(out, mat, m, beta=0.0, out=out)
-    return torch.sparse.mm(mat, m)
+    for s in range(0, f, SPMM_CHUNK):
+        part = out[:, s:s + SPMM_CHUNK]
+        torch.addmm(part, mat, m[:, s:s + SPMM_CHUNK], beta=0.0, out=part)
+    return out
 
 
-def _canonical(x: Tensor, node_dim: int, need_node_major: bool) -> Tuple[Tensor, str]:
-    """A copy-free matrix view of ``x`` in the layout its memory already has (one copy only when the sparse
-    backend needs node-major features, or when ``x`` has no such layout)."""
+def _canonical(x: Tensor, node_dim: int) -> Tuple[Tensor, str]:
+    """A copy-free matrix view of ``x`` in the layout its memory already has (a copy only when ``x`` has
+    none of the three layouts)."""
     n = x.size(node_dim)
     if node_dim == 0:
         return x.reshape(n, -1).contiguous(), NODE_MAJOR
@@ -124,8 +148,6 @@ def _canonical(x: Tensor, node_dim: int, need_node_major: bool) -> Tuple[Tensor,
         return x.view(n, -1), NODE_MAJOR
     if x.transpose(0, 1).is_contiguous():
         return x.transpose(0, 1).reshape(n, -1), NODE_MAJOR
-    if need_node_major:
-        return x.transpose(0, 1).reshape(n, -1).contiguous(), NODE_MAJOR
     last = x.movedim(1, -1)
     if last.is_contiguous():
         return last.reshape(-1, n), FEATURE_MAJOR
@@ -343,26 +365,31 @@ class PropagationPlan:
         or ``[B, num_in, *]`` (``node_dim=1``, any memory layout); the nodes become ``num_out``."""
         return _Propagate.apply(x, edge_weight, self, node_dim)
 
-    def weight_gradient(self, grad_out: Tensor, x: Tensor, layout: str = NODE_MAJOR) -> Tensor:
+    def weight_gradient(self, grad_out: Tensor, x: Tensor, layout: str = NODE_MAJOR,
+                        grad_layout: Optional[str] = None) -> Tensor:
         r""":math:`\langle \mathbf{g}_t, \mathbf{x}_s \rangle` for every edge (or every active edge), for
-        ``grad_out`` and ``x`` as matrices in ``layout``."""
+        ``x`` a matrix in ``layout`` and ``grad_out`` one in ``grad_layout`` (default: ``layout``)."""
+        grad_layout = layout if grad_layout is None else grad_layout
         e = self.num_edges
         if self.weight_grad == "active" and self.active is not None and self.active.numel() < e:
-            vals = self._sampled_outer(*self.csr_index(), *_node_major(grad_out, x, layout))
+            vals = self._sampled_outer(*self.csr_index(), _node_major(grad_out, grad_layout),
+                                       _node_major(x, layout))
             return grad_out.new_zeros(e).index_copy_(0, self.active, vals)
         if self.complete:
-            return dense_outer(grad_out, x, layout).view(-1)
+            return dense_outer(grad_out, x, layout, grad_layout).reshape(-1)
         if e >= GEMM_MIN_CANDIDATE_DENSITY * self.num_out * self.num_in:
-            return dense_outer(grad_out, x, layout).view(-1)[self.flat]
-        return self._sampled_outer(self.cand.crow(self.edge_index), self.src, *_node_major(grad_out, x, layout))
+            return dense_outer(grad_out, x, layout, grad_layout).reshape(-1)[self.flat]
+        return self._sampled_outer(self.cand.crow(self.edge_index), self.src, _node_major(grad_out, grad_layout),
+                                   _node_major(x, layout))
 
 
-def _node_major(g: Tensor, x: Tensor, layout: str) -> Tuple[Tensor, Tensor]:
+def _node_major(m: Tensor, layout: str) -> Tensor:
+    """A node-major ``[n, F]`` matrix (a transposed view for feature-major input, a copy for batched)."""
     if layout == NODE_MAJOR:
-        return g, x
+        return m
     if layout == FEATURE_MAJOR:
-        return g.t(), x.t()
-    return (g.transpose(0, 1).reshape(g.size(1), -1), x.transpose(0, 1).reshape(x.size(1), -1))
+        return m.t()
+    return m.transpose(0, 1).reshape(m.size(1), -1)
 
 
 class _Propagate(torch.autograd.Function):
@@ -370,36 +397,38 @@ class _Propagate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, edge_weight: Tensor, plan: PropagationPlan, node_dim: int) -> Tensor:
         sparse = plan.backend == "csr"
-        m, layout = _canonical(x, node_dim, need_node_major=sparse)
+        m, layout = _canonical(x, node_dim)
         if sparse:
             mat = plan.csr_matrix(edge_weight)
-            out = sparse_mm(mat, m)
+            # the sparse product reads node-major features; the weight gradient reads x in its own layout
+            out, out_layout = sparse_mm(mat, _node_major(m, layout).contiguous()), NODE_MAJOR
         else:
             mat = plan.dense_matrix(edge_weight)
-            out = dense_mm(mat, m, layout)
+            out, out_layout = dense_mm(mat, m, layout), layout
         shape = list(x.shape)
         shape[node_dim] = plan.num_out
-        ctx.plan, ctx.layout, ctx.node_dim, ctx.in_shape = plan, layout, node_dim, tuple(x.shape)
+        ctx.plan, ctx.layout, ctx.out_layout, ctx.node_dim = plan, layout, out_layout, node_dim
+        ctx.in_shape = tuple(x.shape)
         ctx.mat = mat if not sparse else None
         ctx.save_for_backward(m, edge_weight if sparse else None)
-        return _shaped(out, layout, tuple(shape), node_dim)
+        return _shaped(out, out_layout, tuple(shape), node_dim)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         m, edge_weight = ctx.saved_tensors
-        plan, layout, node_dim = ctx.plan, ctx.layout, ctx.node_dim
-        g = _as_layout(grad_out, node_dim, layout)
+        plan, node_dim = ctx.plan, ctx.node_dim
+        g = _as_layout(grad_out, node_dim, ctx.out_layout)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             if plan.backend == "csr":
-                gx = sparse_mm(plan.csr_matrix_t(edge_weight), g)
+                gx, gx_layout = sparse_mm(plan.csr_matrix_t(edge_weight), g), NODE_MAJOR
             else:
                 # the input gradient as a forward product with the transposed matrix: oneDNN's forward
                 # kernel is 2-3x faster than its backward-data kernel for these shapes
-                gx = dense_mm(plan.transposed_matrix(ctx.mat), g, layout)
-            grad_x = _shaped(gx, layout, ctx.in_shape, node_dim)
+                gx, gx_layout = dense_mm(plan.transposed_matrix(ctx.mat), g, ctx.out_layout), ctx.out_layout
+            grad_x = _shaped(gx, gx_layout, ctx.in_shape, node_dim)
         if ctx.needs_input_grad[1]:
-            grad_w = plan.weight_gradient(g, m, layout)
+            grad_w = plan.weight_gradient(g, m, ctx.layout, ctx.out_layout)
         return grad_x, grad_w, None, None
 
 

@@ -139,3 +139,22 @@ def test_reused_plan_follows_new_and_modified_weights():
         xd = x.clone().requires_grad_()
         torch.einsum("oi,bihw->bohw", w.view(6, 6), xd).pow(2).sum().backward()
         torch.testing.assert_close(xr.grad, xd.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [node_major, channels_last])
+def test_sparse_product_in_feature_chunks(monkeypatch, make):
+    # the CPU sparse product runs over slices of the features; a small chunk exercises the loop
+    import neuralgraphs.propagate as prop
+
+    monkeypatch.setattr(prop, "SPMM_CHUNK", 4)
+    ei = graph(9, 7, 0.3, seed=5)
+    x = make(3, 7, 3, 5, torch.float32).requires_grad_()  # F = 45: 12 chunks, the last one partial
+    w = torch.randn(ei.size(1), requires_grad=True)
+    r = torch.randn(3, 9, 3, 5, dtype=torch.float64)
+    out = propagate(x, ei, w, num_nodes=9, backend="csr", node_dim=1)
+    xr, wr, ref = reference(x, ei, w, 9, 7)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    (out.double() * r).sum().backward()
+    (ref * r).sum().backward()
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w.grad.double(), wr.grad, rtol=1e-5, atol=1e-4)

@@ -58,8 +58,9 @@ class _StraightThroughMask(torch.autograd.Function):
 
 
 def straight_through_mask(weight: Tensor, mask: Tensor) -> Tensor:
-    """``weight * mask`` in the forward pass, identity in the backward pass."""
-    return _StraightThroughMask.apply(weight, mask.to(weight.dtype))
+    """``weight * mask`` in the forward pass, identity in the backward pass.  A boolean ``mask`` is used as
+    is (no float copy of it is made)."""
+    return _StraightThroughMask.apply(weight, mask)
 
 
 def activate(weight: Tensor, index: Tensor, straight_through: bool) -> ActiveEdges:
@@ -70,7 +71,7 @@ def activate(weight: Tensor, index: Tensor, straight_through: bool) -> ActiveEdg
     if straight_through:
         eff = straight_through_mask(weight, mask)
     else:
-        eff = weight * mask.to(weight.dtype)
+        eff = weight * mask
     return ActiveEdges(eff, index, mask, straight_through)
 
 
