@@ -6,6 +6,11 @@ for images, ``[B, n]`` for scalar node features), and ``nodes`` is the :class:`s
 so per-node parameters are read as ``param[nodes]``.  The dynamics modules call it once per topological level
 (static graphs) or once per step / function evaluation (dynamic graphs), never node by node.
 
+A node operation acts on each node independently (the graphs apply it to sub-ranges of the nodes).  One
+that maps a node whose input is all zeros to zeros may say so with a ``maps_zero_to_zero = True`` attribute
+(all the building blocks below that do, say it): a discrete-time graph then skips the nodes that start at
+zero in its first step.
+
 Any module with that signature is a valid node operation; :class:`NodeOp` subclasses below are the paper's
 building blocks, and :func:`image_node_op` / :func:`vector_node_op` assemble the usual orders.
 """
@@ -77,6 +82,10 @@ class NodeConv2d(NodeOp):
         x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, w, None if self.bias is None else self.bias[nodes], stride=self.stride,
                         padding=self.kernel_size // 2, groups=w.size(0))
+
+    @property
+    def maps_zero_to_zero(self) -> bool:
+        return self.bias is None
 
     def extra_repr(self) -> str:
         return f"num_nodes={self.num_nodes}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -215,8 +224,10 @@ class Activation(nn.Module):
             if fn not in self._FUNCS:
                 raise ValueError(f"fn: expected one of {sorted(self._FUNCS)} or a callable, got {fn!r}")
             self.name, self.fn = fn, self._FUNCS[fn]
+            self.maps_zero_to_zero = fn != "sigmoid"
         elif callable(fn):
             self.name, self.fn = getattr(fn, "__name__", "custom"), fn
+            self.maps_zero_to_zero = False  # unknown: never assumed
         else:
             raise TypeError(f"fn: expected a name or a callable, got {type(fn).__name__}")
 
@@ -229,6 +240,10 @@ class Activation(nn.Module):
 
 class NodeSequential(nn.Sequential):
     """Node operations applied in order, each called as ``op(x, nodes)``."""
+
+    @property
+    def maps_zero_to_zero(self) -> bool:
+        return all(maps_zero_to_zero(op) for op in self)
 
     def forward(self, x: Tensor, nodes: Optional[slice] = None) -> Tensor:
         for op in self:
@@ -245,6 +260,8 @@ class ChannelsLast(nn.Module):
     inputs, which element-wise backward kernels handle several times slower.
     """
 
+    maps_zero_to_zero = True
+
     def forward(self, x: Tensor, nodes: Optional[slice] = None) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
@@ -252,8 +269,15 @@ class ChannelsLast(nn.Module):
 class Identity(nn.Module):
     """The identity node operation."""
 
+    maps_zero_to_zero = True
+
     def forward(self, x: Tensor, nodes: Optional[slice] = None) -> Tensor:
         return x
+
+
+def maps_zero_to_zero(op: nn.Module) -> bool:
+    """Whether the node operation says it maps all-zero node inputs to zeros (``maps_zero_to_zero``)."""
+    return bool(getattr(op, "maps_zero_to_zero", False))
 
 
 def image_node_op(num_nodes: int, order: str = "norm-relu-conv", norm: str = "instance",

@@ -181,13 +181,37 @@ class _Candidates:
     """What depends only on an ``edge_index`` tensor and the matrix shape: built once, shared by plans.
     It holds no reference to the tensor itself (the cache entry must not keep it alive)."""
 
-    __slots__ = ("version", "num_out", "num_in", "checked", "is_sorted", "_flat", "_crow", "_complete")
+    __slots__ = ("version", "num_out", "num_in", "checked", "in_range", "is_sorted", "strictly_sorted", "_flat",
+                 "_crow")
 
     def __init__(self, num_out: int, num_in: int, version: Optional[int]) -> None:
         self.version, self.num_out, self.num_in = version, num_out, num_in
         self.checked = False
-        self.is_sorted: Optional[bool] = None
-        self._flat = self._crow = self._complete = None
+        self.in_range = self.is_sorted = self.strictly_sorted = False
+        self._flat = self._crow = None
+
+    def check(self, edge_index: Tensor) -> None:
+        """Range and order of the edges, in chunks, so that no temporary of E int64 is made."""
+        if self.checked:
+            return
+        src, dst = edge_index[0], edge_index[1]
+        e = src.numel()
+        self.in_range = e == 0 or (int(src.min()) >= 0 and int(dst.min()) >= 0 and int(src.max()) < self.num_in
+                                   and int(dst.max()) < self.num_out)
+        sorted_, strict = True, True
+        step = 1 << 20
+        for s in range(0, e - 1, step):
+            d0, d1 = dst[s:s + step], dst[s + 1:s + step + 1]
+            s0, s1 = src[s:s + step], src[s + 1:s + step + 1]
+            n = d1.numel()
+            d0, s0 = d0[:n], s0[:n]
+            up, same = d1 > d0, d1 == d0
+            sorted_ = sorted_ and bool((up | (same & (s1 >= s0))).all())
+            strict = strict and sorted_ and bool((up | (same & (s1 > s0))).all())
+            if not sorted_:
+                break
+        self.is_sorted, self.strictly_sorted = sorted_, strict and sorted_
+        self.checked = True
 
     def flat(self, edge_index: Tensor) -> Tensor:
         """Position of every edge in the row-major ``[num_out, num_in]`` matrix."""
@@ -196,14 +220,12 @@ class _Candidates:
         return self._flat
 
     def complete(self, edge_index: Tensor) -> bool:
-        """Whether the edges are every matrix entry once, in row-major order (the matrix is a view)."""
-        if self._complete is None:
-            e = edge_index.size(1)
-            self._complete = e == self.num_out * self.num_in and (
-                e == 0 or bool((self.flat(edge_index) == torch.arange(e, device=edge_index.device)).all()))
-            if self._complete:
-                self._flat = None  # it is arange(E): not worth E int64 kept alive
-        return self._complete
+        """Whether the edges are every matrix entry once, in row-major order (the matrix is a view):
+        ``num_out * num_in`` distinct in-range edges, strictly sorted, can only be that."""
+        if edge_index.size(1) != self.num_out * self.num_in:
+            return False
+        self.check(edge_index)
+        return self.in_range and self.strictly_sorted
 
     def crow(self, edge_index: Tensor) -> Tensor:
         if self._crow is None:
@@ -482,13 +504,9 @@ def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = Non
     if active is not None and (not isinstance(active, Tensor) or active.dtype != torch.long or active.dim() != 1):
         raise ValueError("active: expected a 1-D int64 tensor of ascending edge indices")
     cand = _candidates(edge_index, num_out, num_in)
-    if not cand.checked:
-        if e and (int(edge_index[0].max()) >= num_in or int(edge_index[1].max()) >= num_out
-                  or int(edge_index.min()) < 0):
-            raise ValueError(f"edge_index: node index out of range (sources < {num_in}, targets < {num_out})")
-        key = cand.flat(edge_index)
-        cand.is_sorted = not (e > 1 and bool((key[1:] < key[:-1]).any()))
-        cand.checked = True
+    cand.check(edge_index)
+    if not cand.in_range:
+        raise ValueError(f"edge_index: node index out of range (sources < {num_in}, targets < {num_out})")
     if not cand.is_sorted:
         perm = torch.argsort(cand.flat(edge_index))
         edge_index, edge_weight = edge_index[:, perm], edge_weight[perm]

@@ -369,3 +369,66 @@ def test_edge_swap_lowers_minibatch_loss(seed):
         m.weight.copy_(w1)
         after = float(loss())
     assert after < float(before.detach())
+
+
+# ------------------------------------------------------------------------- discrete: first and last steps
+@pytest.mark.parametrize("steps", [1, 2, 3])
+@pytest.mark.parametrize("inject", ["initial", "every_step"])
+@pytest.mark.parametrize("backend", ["dense", "csr"])
+@pytest.mark.parametrize("op_kind", ["image", "vector"])
+def test_discrete_sub_products_of_first_and_last_step_are_exact(steps, inject, backend, op_kind):
+    """The first step multiplies only the input columns (the node op maps zeros to zeros) and the last only
+    the output rows; outputs and every gradient must equal the full dense loop's."""
+    seed = 21
+    n = 9
+    rng = np.random.default_rng(seed)
+    edges = sorted({(s, t) for s in range(n) for t in range(n) if rng.random() < 0.5} | {(1, 8), (2, 6)})
+    # inputs 1..2 and outputs 6, 8 (node 7 between them is not an output): both are strict sub-ranges
+    graph = NeuralGraph.from_edge_list(edges, num_nodes=n, inputs=[2, 1], outputs=[8, 6])
+    torch.manual_seed(seed)
+    if op_kind == "image":
+        node_op, post_op = image_node_op(n, order="relu-conv"), NodeNorm(n, "instance")
+    else:
+        node_op, post_op = NodeSequential(Activation("tanh")), NodeSequential(NodeAffine(n), Activation("tanh"))
+    from neuralgraphs.nodes import maps_zero_to_zero
+    assert maps_zero_to_zero(node_op)
+    m = DiscreteTimeGraph(graph, node_op, post_op, "dnw", k=len(edges) // 2, steps=steps, inject=inject,
+                          backend=backend).double()
+    with torch.no_grad():
+        for p in list(node_op.parameters()) + list(post_op.parameters()):
+            p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype))
+    assert set(m._subsets) == {"first", "last", "single"}
+    x = features(op_kind, 3, 2, seed).requires_grad_()
+    r = torch.randn((3, 2) + tuple(x.shape[2:]), dtype=torch.float64)
+    (m(x) * r).sum().backward()
+
+    mask = reference_mask(m, "dnw")
+    a = dense_matrix(m, mask).requires_grad_(True)
+    xr = x.detach().clone().requires_grad_()
+    params = list(m.node_op.parameters()) + list(m.post_op.parameters())
+    ours = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    ref = discrete_reference(m, a, xr, steps, every_step=inject == "every_step")
+    (ref * r).sum().backward()
+    src, dst = m.graph.edge_index
+    torch.testing.assert_close(m.weight.grad, a.grad[dst, src], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-9, atol=1e-12)
+    for got, p in zip(ours, params):
+        torch.testing.assert_close(got, p.grad, rtol=1e-9, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), discrete_reference(m, a, x, steps, inject == "every_step"))
+
+
+def test_discrete_first_step_uses_every_node_when_the_op_does_not_map_zero_to_zero():
+    # a biased affine node op turns zero nodes into non-zero ones: the first step must use all columns
+    n = 6
+    edges = [(s, t) for s in range(n) for t in range(n)]
+    graph = NeuralGraph.from_edge_list(edges, num_nodes=n, inputs=[0], outputs=[5])
+    op = NodeSequential(NodeAffine(n), Activation("tanh"))
+    with torch.no_grad():
+        op[0].bias.fill_(0.5)
+    m = DiscreteTimeGraph(graph, op, None, "complete", steps=2, backend="dense").double()
+    x = torch.randn(4, 1, dtype=torch.float64)
+    a = dense_matrix(m, torch.ones(n * n, dtype=torch.bool))
+    torch.testing.assert_close(m(x), discrete_reference(m, a, x, 2))

@@ -158,3 +158,24 @@ def test_sparse_product_in_feature_chunks(monkeypatch, make):
     (ref * r).sum().backward()
     torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(w.grad.double(), wr.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_order_check_sees_a_swap_across_its_chunks():
+    # the order check runs over chunks of 2**20 edges; a swap straddling two chunks must be seen
+    n = 1100
+    flat = torch.arange(n * n)[: (1 << 20) + 10]
+    ei = torch.stack([flat % n, flat // n])
+    info = _candidates(ei, n, n)
+    info.check(ei)
+    assert info.is_sorted and info.strictly_sorted and info.in_range
+    swapped = ei.clone()
+    k = (1 << 20) - 1  # the last edge of the first chunk and the first of the second
+    swapped[:, [k, k + 1]] = swapped[:, [k + 1, k]]
+    info = _candidates(swapped, n, n)
+    info.check(swapped)
+    assert not info.is_sorted
+    dup = ei.clone()
+    dup[:, k + 1] = dup[:, k]  # a duplicate edge: sorted, not strictly
+    info = _candidates(dup, n, n)
+    info.check(dup)
+    assert info.is_sorted and not info.strictly_sorted

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+import torch
 from torch import Tensor, nn
 
 from neuralgraphs.dynamics.base import WiredGraph
 from neuralgraphs.graph import NeuralGraph
-from neuralgraphs.nodes import Identity
+from neuralgraphs.nodes import Identity, maps_zero_to_zero
 from neuralgraphs.propagate import PropagationPlan
 from neuralgraphs.wiring import Wiring
 
@@ -47,6 +48,47 @@ class DiscreteTimeGraph(WiredGraph):
         super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend)
         self.post_op = post_op if post_op is not None else Identity()
         self.steps, self.inject = steps, inject
+        # The loss reads only the output nodes after the last step, and before the first step only the input
+        # nodes are non-zero: those two steps multiply a sub-matrix (output rows; input columns when the node
+        # op maps zeros to zeros).  The results and all gradients are those of the full product.
+        n = graph.num_nodes
+        self._out_range = (int(graph.outputs.min()), int(graph.outputs.max()) + 1)
+        self._in_range = (int(graph.inputs.min()), int(graph.inputs.max()) + 1)
+        self.register_buffer("_out_local", graph.outputs - self._out_range[0], persistent=False)
+        rows = self._out_range if self._out_range[1] - self._out_range[0] < n else None
+        cols = self._in_range if self._in_range[1] - self._in_range[0] < n else None
+        self._subsets = []
+        for name, r, c in (("last", rows, None), ("first", None, cols), ("single", rows, cols)):
+            if (r is None and name != "first") or (c is None and name != "last"):
+                continue
+            ids, local = self._edge_subset(graph.edge_index, r, c)
+            self.register_buffer(f"_{name}_ids", ids, persistent=False)
+            self.register_buffer(f"_{name}_edges", local, persistent=False)
+            self._subsets.append(name)
+
+    @staticmethod
+    def _edge_subset(edge_index: Tensor, rows, cols):
+        """Candidates with target in ``rows`` and source in ``cols`` (``(start, end)`` or None for all): their
+        ids (ascending, so still in CSR order) and their edges renumbered from the ranges' starts."""
+        keep = torch.ones(edge_index.size(1), dtype=torch.bool)
+        local = edge_index.clone()
+        for row, rng in ((1, rows), (0, cols)):
+            if rng is not None:
+                keep &= (edge_index[row] >= rng[0]) & (edge_index[row] < rng[1])
+                local[row] -= rng[0]
+        ids = keep.nonzero().view(-1)
+        return ids, local[:, ids].contiguous()
+
+    def _sub_plan(self, name: str, a, num_out: int, num_in: int):
+        """The plan and weights of one candidate subset for this forward's active edges."""
+        ids, edges = getattr(self, f"_{name}_ids"), getattr(self, f"_{name}_edges")
+        backend, active = self.backend, None
+        if ids.device.type != "cpu":
+            backend = "dense"  # the dense path needs no active list, so nothing waits on the device
+        elif backend != "dense":
+            active = a.mask[ids].nonzero().view(-1)
+        plan = PropagationPlan(edges, num_out, num_in, active=active, backend=backend, weight_grad=self.weight_grad)
+        return plan, a.weight[ids]
 
     def plan(self, index: Tensor) -> PropagationPlan:
         n = self.graph.num_nodes
@@ -59,14 +101,24 @@ class DiscreteTimeGraph(WiredGraph):
         plan = self.plan(a.index)
         n = self.graph.num_nodes
         everything = slice(0, n)
+        (o0, o1), (i0, i1) = self._out_range, self._in_range
+        skip_first = "first" in self._subsets and maps_zero_to_zero(self.node_op)
         z = self._initial_state(x, node_major=plan.backend == "csr")
         x0 = z if self.inject == "every_step" else None
-        for _ in range(self.steps):
-            agg = plan(self.node_op(z, everything), a.weight, node_dim=1)
+        for t in range(self.steps):
+            first, last = t == 0 and skip_first, t == self.steps - 1 and "last" in self._subsets
+            rows = slice(o0, o1) if last else everything
+            if first:
+                h = self.node_op(z[:, i0:i1], slice(i0, i1))
+                step_plan, w = self._sub_plan("single" if last else "first", a, rows.stop - rows.start, i1 - i0)
+            else:
+                h = self.node_op(z, everything)
+                step_plan, w = self._sub_plan("last", a, o1 - o0, n) if last else (plan, a.weight)
+            agg = step_plan(h, w, node_dim=1)
             if x0 is not None:
-                agg = agg + x0
-            z = self.post_op(agg, everything)
-        return z.index_select(1, self.outputs)
+                agg = agg + x0[:, rows]
+            z = self.post_op(agg, rows)
+        return z.index_select(1, self._out_local if "last" in self._subsets else self.outputs)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", steps={self.steps}, inject={self.inject!r}"
