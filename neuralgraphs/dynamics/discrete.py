@@ -26,6 +26,11 @@ class DiscreteTimeGraph(WiredGraph):
     ``inject="every_step"`` the input is also added to the input nodes' aggregate at every step.
     Output nodes read :math:`\mathbf{Z}(T)`.
 
+    Only the output nodes of :math:`\mathbf{Z}(T)` are read, so the last step multiplies only the output
+    rows of :math:`\mathbf{A}` and applies ``post_op`` to the output range; and when ``node_op`` maps zero
+    inputs to zeros (``maps_zero_to_zero``), the first step multiplies only the input columns.  Results
+    and gradients are those of the full products (node ops act on each node independently).
+
     Args:
         graph: any candidate graph.
         node_op: :math:`f`, e.g. :func:`~neuralgraphs.nodes.image_node_op` with ``order="relu-conv"``.
