@@ -22,10 +22,15 @@ Continuous: the same right-hand side on ``t in [0, 1]``, dopri5, rtol = atol = 1
 solver.  ``neuralgraphs.models.tiny.TinyClassifier`` is used when it exists; otherwise the same architecture
 is assembled here from the dynamics modules.
 
-``--quick``: batch 32, fewer repeats; the continuous models at batch 8 and rtol = atol = 1e-2 (fewer function
-evaluations; both sides use the same tolerance) and no continuous rewiring row.
+Batches: the full run measures every row at batch 32 (where the targets are stated: the reference's sort of
+640k weights is then about half of its discrete-time step) and at batch 128 (how the ratios scale: the sort's
+cost is fixed while everything else grows with the batch).  ``--quick``: batch 32 only, fewer repeats, the
+continuous models at batch 8 and rtol = atol = 1e-2 (fewer function evaluations; both sides use the same
+tolerance) and no continuous rewiring row.  Every model runs one untimed warm-up step first: a first step
+pays for page faults on gigabytes of fresh memory (up to 20 s for the continuous models at batch 128), which
+would otherwise land on whichever side runs first.
 
-Run ``python benchmarks/tiny.py [--quick] [--json PATH] [--threads T] [--device cpu|cuda]``.
+Run ``python benchmarks/tiny.py [--quick] [--batch 32,128] [--json PATH] [--threads T] [--device cpu|cuda]``.
 """
 
 from __future__ import annotations
@@ -329,51 +334,63 @@ def bench_rewire(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats:
 
 def main(argv=None) -> List[Dict[str, Any]]:
     def extra(p):
-        p.add_argument("--batch", type=int, default=None, help="batch size (default: 128, --quick: 32)")
+        p.add_argument("--batch", default=None, help="comma-separated batch sizes (default: 32,128; --quick: 32)")
         p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of static,discrete,"
                        "continuous (default: all)")
         p.add_argument("--no-rewire", action="store_true", help="skip the rewiring-cost rows")
 
     args = common.parse_args(__doc__.splitlines()[0], argv, extra)
     device = args.device
-    batch = args.batch or (32 if args.quick else 128)
+    try:
+        batches = [int(b) for b in (args.batch or ("32" if args.quick else "32,128")).split(",") if b]
+    except ValueError:
+        raise SystemExit(f"--batch: expected comma-separated positive integers, got {args.batch!r}") from None
+    if not batches or min(batches) < 1:
+        raise SystemExit(f"--batch: expected comma-separated positive integers, got {args.batch!r}")
     kinds = [k for k in args.kinds.split(",") if k]
     for k in kinds:
         if k not in KINDS:
             raise SystemExit(f"--kinds: unknown kind {k!r}; allowed: {', '.join(KINDS)}")
     tol = QUICK_TOL if args.quick else TOL
-    # (timed repeats, untimed warm-up rounds); a continuous step at batch 128 takes tens of seconds, where
-    # first-call overheads no longer matter.
-    plan = {"static": (2, 1), "discrete": (2, 1), "continuous": (1, 0)} if args.quick else \
-        {"static": (5, 1), "discrete": (3, 1), "continuous": (1, 0)}
-    gen = torch.Generator().manual_seed(SEED)
-    x = torch.randn(batch, 3, 32, 32, generator=gen).to(device)
-    y = torch.randint(0, NUM_CLASSES, (batch,), generator=gen).to(device)
     env = common.environment(device)
     env.update(k=K, model="models.tiny" if _tiny_class() else "fallback")
     rows: List[Dict[str, Any]] = []
     start = time.perf_counter()
+    for batch in batches:
+        # (timed repeats, untimed warm-up rounds): medians over several interleaved steps, since single steps
+        # on a shared machine vary by 10-20 %; fewer where one step takes seconds
+        big = batch > 64
+        plan = {"static": (6, 1), "discrete": (5, 1), "continuous": (1, 1)} if args.quick else \
+            {"static": (5 if big else 8, 1), "discrete": (3 if big else 6, 1), "continuous": (1 if big else 3, 1)}
+        gen = torch.Generator().manual_seed(SEED)
+        x = torch.randn(batch, 3, 32, 32, generator=gen).to(device)
+        y = torch.randint(0, NUM_CLASSES, (batch,), generator=gen).to(device)
 
-    def data(kind: str) -> Tuple[Tensor, Tensor]:
-        # --quick: the continuous models on a quarter of the batch (8), at rtol = atol = 1e-2.
-        n = max(1, batch // 4) if (args.quick and kind == "continuous") else batch
-        return x[:n], y[:n]
+        def data(kind: str) -> Tuple[Tensor, Tensor]:
+            # --quick: the continuous models on a quarter of the batch (8), at rtol = atol = 1e-2.
+            n = max(1, batch // 4) if (args.quick and kind == "continuous") else batch
+            return x[:n], y[:n]
 
-    for kind in kinds:
-        row, _ = bench_kind(kind, *data(kind), device, plan[kind][0], tol, warmup=plan[kind][1])
-        rows.append({**row, "batch": data(kind)[0].size(0), **env})
-        common.print_table(rows[-1:], title=f"{kind} ({time.perf_counter() - start:.0f} s)")
-    if not args.no_rewire:
+        for kind in kinds:
+            row, _ = bench_kind(kind, *data(kind), device, plan[kind][0], tol, warmup=plan[kind][1])
+            row["case"] = f"{kind} B={data(kind)[0].size(0)}"
+            rows.append({**row, "batch": data(kind)[0].size(0), **env})
+            common.print_table(rows[-1:], title=f"{row['case']} ({time.perf_counter() - start:.0f} s)")
+        if args.no_rewire:
+            continue
         for kind in kinds:
             if args.quick and kind == "continuous":
                 continue  # --quick: no continuous rewiring row (the full run has it)
             reps, warm = plan[kind]
-            row = bench_rewire(kind, *data(kind), device, reps + (1 if kind == "continuous" else 0), tol, warm)
+            # the rewiring cost is a difference of two similar times: more repeats than the speed rows
+            reps = reps + 1 if kind == "continuous" else reps + 2
+            row = bench_rewire(kind, *data(kind), device, reps, tol, warm)
+            row["case"] = f"rewire-{kind} B={data(kind)[0].size(0)}"
             rows.append({**row, "batch": data(kind)[0].size(0), **env})
-            common.print_table(rows[-1:], title=f"rewire-{kind} ({time.perf_counter() - start:.0f} s)")
+            common.print_table(rows[-1:], title=f"{row['case']} ({time.perf_counter() - start:.0f} s)")
     cols = ["case", "ours_s", "reference_s", "speedup", "images_per_s_ours", "images_per_s_ref", "nfe_ours",
             "nfe_ref", "rewiring_pct", "select_s", "select_pct", "batch"]
-    common.print_table(rows, cols, title=f"tiny classifiers, train step, batch {batch}, {env['threads']} threads, "
+    common.print_table(rows, cols, title=f"tiny classifiers, train step, {env['threads']} threads, "
                        f"{device.type}, model={env['model']} (total {time.perf_counter() - start:.0f} s)")
     if args.json:
         common.write_json(rows, args.json)

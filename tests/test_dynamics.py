@@ -226,6 +226,42 @@ def test_continuous_fixed_step_matches_own_solver(op_kind, wiring, method):
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("op_kind, backend", [("vector", "dense"), ("image", "dense"), ("image", "csr")])
+def test_adjoint_gradients_match_backprop_through_the_solver(op_kind, backend):
+    """odeint_adjoint solves the adjoint ODE backwards: at tight tolerances its gradients (edge weights, node
+    op parameters, input) are those of backpropagation through the solver's steps, for states in either
+    memory layout (channels-last for dense, node-major for CSR).  Smooth node ops (tanh) keep both
+    well conditioned: ReLU makes the adjoint ODE discontinuous, and instance norm of a nearly constant node
+    blows both gradients up."""
+    from neuralgraphs.nodes import NodeConv2d
+
+    graph = random_digraph(3)
+    n = graph.num_nodes
+    grads = []
+    for adjoint in (False, True):
+        torch.manual_seed(3)
+        if op_kind == "vector":
+            op = NodeSequential(NodeAffine(n), Activation("tanh"))
+        else:
+            op = NodeSequential(Activation("tanh"), NodeConv2d(n))
+        m = ContinuousTimeGraph(graph, op, Activation("tanh"), wiring="dnw", k=graph.num_edges // 2,
+                                rtol=1e-10, atol=1e-10, adjoint=adjoint, backend=backend).double()
+        x = features(op_kind, 2, 2, 3).requires_grad_(True)
+        m(x).pow(2).sum().backward()
+        params = [p.grad.clone() for p in m.node_op.parameters()]
+        grads.append((m.weight.grad.clone(), x.grad.clone(), params))
+        if adjoint:
+            assert m.nfe_backward > 0 and m.nfe_forward > 0
+        else:
+            assert m.nfe_backward == 0
+    (w0, x0, p0), (w1, x1, p1) = grads
+    assert bool((w0 != 0).any()) and len(p0) > 0
+    torch.testing.assert_close(w1, w0, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(x1, x0, rtol=1e-6, atol=1e-9)
+    for a, b in zip(p1, p0):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
 def test_linear_continuous_graph_matches_matrix_exponential():
     n = 5
     graph = random_digraph(2, n=n, p=0.6)
@@ -259,6 +295,53 @@ def test_dense_and_csr_backends_agree(cls, wiring):
         grads.append(m.weight.grad.clone())
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", [DiscreteTimeGraph, ContinuousTimeGraph, StaticGraph])
+@pytest.mark.parametrize("density, kind, expected", [
+    (0.05, "image", "dense"),   # images on CPU: dense from 2 % (channels-last state)
+    (0.01, "image", "csr"),     # below 2 %: sparse, node-major state
+    (0.05, "vector", "csr"),    # vector features follow choose_backend (sparse below 10 % on CPU)
+    (0.2, "vector", "dense"),
+])
+def test_auto_backend_follows_density_and_feature_kind(monkeypatch, cls, density, kind, expected):
+    """Every product of a forward uses the backend the documented rule gives, and the result is the one of
+    the forced backend."""
+    import neuralgraphs.dynamics.continuous as cont
+    import neuralgraphs.dynamics.discrete as disc
+    import neuralgraphs.dynamics.static as stat
+    from neuralgraphs.generators import blocked_dag, complete_graph
+
+    n = 160  # 25600 matrix entries, above DENSE_MIN_ENTRIES
+    if cls is StaticGraph:
+        # one level of 128 nodes fed by 32 inputs (4096 entries): too small for CSR, so add a second level
+        graph = blocked_dag([32, 128, 160], outputs=torch.arange(300, 320))
+        n = graph.num_nodes
+        k = int(density * graph.num_edges)
+    else:
+        graph = complete_graph(n, inputs=torch.arange(8), outputs=torch.arange(n - 4, n))
+        k = int(density * n * n)
+    seen = []
+    for mod in (cont, disc, stat):
+        real = mod.PropagationPlan
+
+        def spy(*args, _real=real, **kw):
+            plan = _real(*args, **kw)
+            if plan.num_out * plan.num_in >= 16384:  # small sub-products are always dense
+                seen.append(plan.backend)
+            return plan
+        monkeypatch.setattr(mod, "PropagationPlan", spy)
+    torch.manual_seed(0)
+    op = make_node_op(kind, n, 0)
+    extra = dict(post_op=Activation("tanh")) if cls is not StaticGraph else {}
+    if cls is ContinuousTimeGraph:
+        extra.update(method="rk4", options={"step_size": 0.5})
+    m = cls(graph, op, wiring="dnw", k=k, **extra).double()
+    x = features(kind, 2, graph.inputs.numel(), 0)
+    out = m(x)
+    assert seen and set(seen) == {expected}
+    m.backend = "csr" if expected == "dense" else "dense"
+    torch.testing.assert_close(m(x), out, rtol=1e-9, atol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------- gradients

@@ -84,7 +84,7 @@ class DiscreteTimeGraph(WiredGraph):
         ids = keep.nonzero().view(-1)
         return ids, local[:, ids].contiguous()
 
-    def _sub_plan(self, name: str, a, num_out: int, num_in: int):
+    def _sub_plan(self, name: str, a, num_out: int, num_in: int, x: Tensor):
         """The plan and weights of one candidate subset for this forward's active edges."""
         ids, edges = getattr(self, f"_{name}_ids"), getattr(self, f"_{name}_edges")
         backend, active = self.backend, None
@@ -92,18 +92,21 @@ class DiscreteTimeGraph(WiredGraph):
             backend = "dense"  # the dense path needs no active list, so nothing waits on the device
         elif backend != "dense":
             active = a.mask[ids].nonzero().view(-1)
+            backend = self._backend_for(active.numel(), num_out, num_in, x)
         plan = PropagationPlan(edges, num_out, num_in, active=active, backend=backend, weight_grad=self.weight_grad)
         return plan, a.weight[ids]
 
-    def plan(self, index: Tensor) -> PropagationPlan:
+    def plan(self, index: Tensor, x: Optional[Tensor] = None) -> PropagationPlan:
+        """The plan of the full product for active edges ``index``; ``x``, an input of the module, lets
+        ``backend="auto"`` take the layout of the features into account."""
         n = self.graph.num_nodes
-        return PropagationPlan(self.edge_index, n, n, active=index, backend=self.backend,
-                               weight_grad=self.weight_grad)
+        backend = self.backend if x is None else self._backend_for(index.numel(), n, n, x)
+        return PropagationPlan(self.edge_index, n, n, active=index, backend=backend, weight_grad=self.weight_grad)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         a = self.active()
-        plan = self.plan(a.index)
+        plan = self.plan(a.index, x)
         n = self.graph.num_nodes
         everything = slice(0, n)
         (o0, o1), (i0, i1) = self._out_range, self._in_range
@@ -115,10 +118,11 @@ class DiscreteTimeGraph(WiredGraph):
             rows = slice(o0, o1) if last else everything
             if first:
                 h = self.node_op(z[:, i0:i1], slice(i0, i1))
-                step_plan, w = self._sub_plan("single" if last else "first", a, rows.stop - rows.start, i1 - i0)
+                step_plan, w = self._sub_plan("single" if last else "first", a, rows.stop - rows.start, i1 - i0,
+                                              x)
             else:
                 h = self.node_op(z, everything)
-                step_plan, w = self._sub_plan("last", a, o1 - o0, n) if last else (plan, a.weight)
+                step_plan, w = self._sub_plan("last", a, o1 - o0, n, x) if last else (plan, a.weight)
             agg = step_plan(h, w, node_dim=1)
             if x0 is not None:
                 agg = agg + x0[:, rows]
