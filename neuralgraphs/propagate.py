@@ -263,12 +263,16 @@ def _row_pointers(dst: Tensor, rows: int) -> Tensor:
     return torch.searchsorted(dst, torch.arange(rows + 1, device=dst.device))
 
 
-def choose_backend(num_active: int, num_out: int, num_in: int, device: torch.device) -> str:
-    """The backend :func:`propagate` uses for ``backend="auto"``."""
+def choose_backend(num_active: int, num_out: int, num_in: int, device: torch.device,
+                   csr_max_density: Optional[float] = None) -> str:
+    """The backend :func:`propagate` uses for ``backend="auto"``: CSR below ``csr_max_density`` active
+    entries (default: ``CSR_MAX_DENSITY`` of the device), dense above it and for small matrices."""
     entries = num_out * num_in
     if entries < DENSE_MIN_ENTRIES:
         return "dense"
-    limit = CSR_MAX_DENSITY.get(torch.device(device).type, CSR_MAX_DENSITY["cuda"])
+    limit = csr_max_density
+    if limit is None:
+        limit = CSR_MAX_DENSITY.get(torch.device(device).type, CSR_MAX_DENSITY["cuda"])
     return "csr" if num_active < limit * entries else "dense"
 
 

@@ -336,6 +336,42 @@ def test_fixed_wiring_from_weights_never_changes(scope, budget):
         assert torch.equal(a.weight, w * a.mask)
 
 
+def test_fixed_wiring_straight_through_keeps_its_set_and_passes_every_gradient():
+    """straight_through=True: the set never changes, the forward uses only it, and every candidate gets the
+    gradient of a dense product holding the masked weights (the DNW gradient), not only the active ones."""
+    g = complete_dag(10)
+    n, e = g.num_nodes, g.num_edges
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, dtype=torch.float64, generator=gen)
+    w0 = torch.randn(e, dtype=torch.float64, generator=gen)
+    fw = FixedWiring(g, k=12, weight=w0, straight_through=True)
+    assert fw.straight_through and "straight_through=True" in repr(fw)
+    expected = ref_topk(w0, 12)
+    for s in range(2):
+        w_start = w0 if s == 0 else torch.randn(e, dtype=torch.float64, generator=gen)
+        w = w_start.clone().requires_grad_()
+        a = fw(w)
+        assert torch.equal(a.index, expected)
+        y = propagate(x, g.edge_index, a.weight, active=a.index)
+        (y ** 2).sum().backward()
+        mat = dense_from_edges(g.edge_index, (w_start * a.mask.double()).clone(), n).requires_grad_()
+        ((mat @ x) ** 2).sum().backward()
+        torch.testing.assert_close(w.grad, mat.grad[g.edge_index[1], g.edge_index[0]])
+        assert bool((w.grad[~a.mask] != 0).any())
+    # DNW at its first step chose the same set from the same weights: identical gradients
+    w_dnw, w_fix = w0.clone().requires_grad_(), w0.clone().requires_grad_()
+    for wiring, w in ((TopKWiring(g, k=12), w_dnw), (FixedWiring(g, k=12, straight_through=True), w_fix)):
+        a = wiring(w)
+        (propagate(x, g.edge_index, a.weight, active=a.index) ** 2).sum().backward()
+    torch.testing.assert_close(w_fix.grad, w_dnw.grad, rtol=0, atol=0)
+    # FixedWiring.like keeps the option, and the option is validated
+    assert FixedWiring.like(TopKWiring(g, k=12), w0, straight_through=True).straight_through
+    assert not FixedWiring.like(TopKWiring(g, k=12), w0).straight_through
+    for bad in (1, "yes", None):
+        with pytest.raises(TypeError, match="straight_through"):
+            FixedWiring(g, k=12, straight_through=bad)
+
+
 def test_fixed_wiring_lazy_freezes_at_first_forward():
     g = complete_dag(12)
     e = g.num_edges

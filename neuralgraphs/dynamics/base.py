@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from neuralgraphs.graph import NeuralGraph
-from neuralgraphs.propagate import BACKENDS, DENSE_MIN_ENTRIES, choose_backend
+from neuralgraphs.propagate import BACKENDS, choose_backend
 from neuralgraphs.wiring import ActiveEdges, Wiring, make_wiring
 
 
@@ -91,11 +91,8 @@ class WiredGraph(nn.Module):
         """The backend of one product of this forward (the module's ``backend`` unless ``"auto"``)."""
         if self.backend != "auto":
             return self.backend
-        limit = IMAGE_CSR_MAX_DENSITY.get(x.device.type)
-        if x.dim() < 4 or limit is None:
-            return choose_backend(num_active, num_out, num_in, x.device)
-        entries = num_out * num_in
-        return "csr" if entries >= DENSE_MIN_ENTRIES and num_active < limit * entries else "dense"
+        limit = IMAGE_CSR_MAX_DENSITY.get(x.device.type) if x.dim() >= 4 else None
+        return choose_backend(num_active, num_out, num_in, x.device, csr_max_density=limit)
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):

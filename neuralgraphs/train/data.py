@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from neuralgraphs._checks import check_bool
+
 __all__ = [
     "load_digits_dataset",
     "digits_loaders",
@@ -55,12 +57,6 @@ def _check_int(name: str, value, minimum: Optional[int] = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     return value
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 def _check_root(root) -> str:
@@ -137,8 +133,8 @@ def load_digits_dataset(split: str = "train", test_fraction: float = 0.25, seed:
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction: expected a float in the open interval (0, 1), got {test_fraction}")
     seed = _check_int("seed", seed, minimum=0)
-    as_images = _check_bool("as_images", as_images)
-    normalize = _check_bool("normalize", normalize)
+    as_images = check_bool("as_images", as_images)
+    normalize = check_bool("normalize", normalize)
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -302,7 +298,7 @@ class CIFAR10Folder(Dataset):
 
     def __init__(self, root: PathLike, train: bool = True, transform: Optional[Transform] = None):
         root = _check_root(root)
-        self.train = _check_bool("train", train)
+        self.train = check_bool("train", train)
         self.transform = _check_transform(transform)
         names = self.train_files if self.train else self.test_files
         if not all(os.path.isfile(os.path.join(root, n)) for n in names):
@@ -399,7 +395,7 @@ class MNISTFolder(Dataset):
 
     def __init__(self, root: PathLike, train: bool = True, transform: Optional[Transform] = None):
         root = _check_root(root)
-        self.train = _check_bool("train", train)
+        self.train = check_bool("train", train)
         self.transform = _check_transform(transform)
         prefix = "train" if self.train else "t10k"
         image_path = self._find(root, f"{prefix}-images-idx3-ubyte")
@@ -542,7 +538,7 @@ class RandomCropFlip:
     def __init__(self, padding: int = 4, flip: bool = True,
                  generator: Union[torch.Generator, int, None] = None, padding_mode: str = "zeros"):
         self.padding = _check_int("padding", padding, minimum=0)
-        self.flip = _check_bool("flip", flip)
+        self.flip = check_bool("flip", flip)
         if padding_mode not in ("zeros", "reflect"):
             raise ValueError(f"padding_mode: expected 'zeros' or 'reflect', got {padding_mode!r}")
         self.padding_mode = padding_mode

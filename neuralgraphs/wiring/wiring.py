@@ -23,6 +23,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from neuralgraphs._checks import check_bool
 from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.wiring.select import SegmentLayout, topk_indices
 
@@ -270,31 +271,42 @@ class FixedWiring(_StoredWiring):
     fine-tunes a learned wiring; with the weights reset to their initial values it is a one-shot lottery
     ticket (see :func:`neuralgraphs.wiring.freeze_wiring`).
 
+    By default only the active edges receive gradients.  With ``straight_through=True`` every candidate gets
+    the gradient it would get if it were active, as under DNW, while the active set stays fixed: the
+    gradients then show which edges DNW would swap in, and the model computes what a DNW step computes
+    except the re-selection (``benchmarks/tiny.py`` uses it to separate the two costs).
+
     Args:
         graph: the candidate graph.
         k, density, scope: the budget, as for :class:`TopKWiring`.
         weight: weights to choose from now.  (default: :obj:`None`, the first forward's weights)
+        straight_through: give every candidate its straight-through gradient.  (default: :obj:`False`)
     """
 
     def __init__(self, graph: NeuralGraph, k=None, density=None, scope="global",
-                 weight: Optional[Tensor] = None) -> None:
+                 weight: Optional[Tensor] = None, straight_through: bool = False) -> None:
         super().__init__(graph, k=k, density=density, scope=scope)
+        self.straight_through = check_bool("straight_through", straight_through)
         if weight is not None:
             self._check_weight(weight)
             self.freeze_from(weight)
 
     @classmethod
-    def like(cls, wiring: Wiring, weight: Tensor) -> "FixedWiring":
+    def like(cls, wiring: Wiring, weight: Tensor, straight_through: bool = False) -> "FixedWiring":
         """A fixed wiring with the budget of ``wiring`` (same count, scope and segments), frozen to the
         top-k of ``weight``."""
         obj = cls.__new__(cls)
         nn.Module.__init__(obj)
+        obj.straight_through = check_bool("straight_through", straight_through)
         obj.num_candidates, obj.scope = wiring.num_candidates, wiring.scope
         obj.num_active, obj._layout = wiring.num_active, wiring._layout
         obj._register_state()
         obj._check_weight(weight)
         obj.freeze_from(weight)
         return obj
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", straight_through=True" if self.straight_through else "")
 
     def freeze_from(self, weight: Tensor) -> None:
         """Fix the active set to the top-k of ``|weight|``."""
