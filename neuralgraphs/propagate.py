@@ -14,7 +14,8 @@ contiguous), feature-major (``[B, N, *]`` with the nodes innermost in memory: ch
 ``[B, N]``) or batched (a contiguous ``[B, N, *]``, NCHW), and the dense backend multiplies each in place
 (on CPU through oneDNN's 1x1 convolution, which runs these products near peak).  The sparse backend reads
 node-major features; other layouts are converted once per call.  The output comes back in the layout
-the product produced (node-major for ``"csr"``, the input's for ``"dense"``), as a view of the right shape.  The weight gradient is the true gradient
+the product produced (node-major for ``"csr"``, the input's for ``"dense"``), as a view of the right
+shape.  The weight gradient is the true gradient
 :math:`\partial L / \partial w_e = \langle \mathbf{g}_t, \mathbf{x}_s \rangle` for **every** edge passed in,
 including edges of weight zero -- which is exactly what a straight-through wiring needs.  When the
 candidates fill a sizeable part of the ``[N_out, N_in]`` matrix it is one dense GEMM
