@@ -268,6 +268,10 @@ def choose_backend(num_active: int, num_out: int, num_in: int, device: torch.dev
                    csr_max_density: Optional[float] = None) -> str:
     """The backend :func:`propagate` uses for ``backend="auto"``: CSR below ``csr_max_density`` active
     entries (default: ``CSR_MAX_DENSITY`` of the device), dense above it and for small matrices."""
+    if csr_max_density is not None and (isinstance(csr_max_density, bool)
+                                        or not isinstance(csr_max_density, (int, float))
+                                        or not 0.0 <= csr_max_density <= 1.0):
+        raise ValueError(f"csr_max_density: expected a number in [0, 1] or None, got {csr_max_density!r}")
     entries = num_out * num_in
     if entries < DENSE_MIN_ENTRIES:
         return "dense"

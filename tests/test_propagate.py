@@ -139,6 +139,12 @@ def test_auto_backend_large_sparse_graph_uses_csr_and_is_correct():
     assert choose_backend(act.numel(), n, n, torch.device("cpu")) == "csr"
     assert choose_backend(n * n // 2, n, n, torch.device("cpu")) == "dense"
     assert choose_backend(1, 10, 10, torch.device("cpu")) == "dense"
+    # a caller's own limit replaces the device's (the graph modules pass one for image states)
+    assert choose_backend(n * n // 20, n, n, torch.device("cpu"), csr_max_density=0.02) == "dense"
+    assert choose_backend(n * n // 100, n, n, torch.device("cpu"), csr_max_density=0.02) == "csr"
+    for bad in (-0.1, 1.5, "0.1", True):
+        with pytest.raises(ValueError, match="csr_max_density"):
+            choose_backend(1, n, n, torch.device("cpu"), csr_max_density=bad)
     gen = torch.Generator().manual_seed(4)
     w = zero_off(torch.randn(600, generator=gen), act)
     x = torch.randn(n, 4, generator=gen)
