@@ -85,6 +85,18 @@ def dense_mm(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
     return torch.matmul(mat, m)
 
 
+def dense_mm_t(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
+    """``mat.t() @ x`` for ``mat`` ``[O, I]`` and features ``m`` with ``O`` nodes in ``layout``; same layout out.
+
+    On CPU a transposed 1x1 convolution reads ``mat`` as it is stored: as fast as a forward convolution with
+    a transposed copy of ``mat`` (measured at N = 800 and 3328, F = 512-8192, all three layouts), without
+    the ``O x I`` copy."""
+    o, i = mat.shape
+    if _use_onednn(m):
+        return _from_conv(F.conv_transpose2d(_conv_view(m, layout, o), mat.reshape(o, i, 1, 1)), layout)
+    return dense_mm(mat.t(), m, layout)
+
+
 def _nodes_of(m: Tensor, layout: str) -> int:
     return m.size(0) if layout == NODE_MAJOR else m.size(1)
 
@@ -315,7 +327,7 @@ class PropagationPlan:
                         if backend == "auto" else backend)
         self.weight_grad = weight_grad
         self._crow = self._col = None
-        self._t = self._mat_t = None
+        self._t = None
 
     @property
     def flat(self) -> Tensor:
@@ -375,15 +387,6 @@ class PropagationPlan:
         return torch.sparse_csr_tensor(crow, col, self.active_values(edge_weight),
                                        (self.num_out, self.num_in), dtype=edge_weight.dtype,
                                        device=edge_weight.device, check_invariants=False)
-
-    def transposed_matrix(self, mat: Tensor) -> Tensor:
-        """``mat.t()`` contiguous, kept while the same matrix comes back (every step of one forward)."""
-        # The cache holds the matrix itself, so its memory cannot be reused by another tensor: an equal data
-        # pointer, shape, strides and version then mean the same values.
-        key = (mat.data_ptr(), _version(mat), mat.shape, mat.stride())
-        if self._mat_t is None or self._mat_t[1] != key or key[1] is None:
-            self._mat_t = (mat, key, mat.t().contiguous())
-        return self._mat_t[2]
 
     def csr_matrix_t(self, edge_weight: Tensor) -> Tensor:
         crow, col, perm = self.transposed_index()
@@ -454,9 +457,7 @@ class _Propagate(torch.autograd.Function):
             if plan.backend == "csr":
                 gx, gx_layout = sparse_mm(plan.csr_matrix_t(edge_weight), g), NODE_MAJOR
             else:
-                # the input gradient as a forward product with the transposed matrix: oneDNN's forward
-                # kernel is 2-3x faster than its backward-data kernel for these shapes
-                gx, gx_layout = dense_mm(plan.transposed_matrix(ctx.mat), g, ctx.out_layout), ctx.out_layout
+                gx, gx_layout = dense_mm_t(ctx.mat, g, ctx.out_layout), ctx.out_layout
             grad_x = _shaped(gx, gx_layout, ctx.in_shape, node_dim)
         if ctx.needs_input_grad[1]:
             grad_w = plan.weight_gradient(g, m, ctx.layout, ctx.out_layout)
