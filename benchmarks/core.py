@@ -160,7 +160,8 @@ def bench_propagate(n: int, density: float, feat: int, device: torch.device, bud
 
     def ours(backend: str):
         def step():
-            y = propagate(x, edge_index, straight_through_mask(w, mask), active=index, backend=backend)
+            y = propagate(x, edge_index, straight_through_mask(w, mask), active=index, backend=backend,
+                          weights_masked=True)
             y.backward(gy)
             return y.detach()
         return step

@@ -305,13 +305,17 @@ class PropagationPlan:
             sorted by ``(target, source)``.
         num_out: number of output nodes.
         num_in: number of input nodes.
-        active: ascending indices of the edges whose weight may be non-zero.  (default: all)
+        active: ascending indices of the edges the product uses; the others are absent, whatever their
+            weight (their gradient is still produced with ``weight_grad="all"``).  (default: all)
         backend: ``"auto"``, ``"dense"`` or ``"csr"``.
         weight_grad: ``"all"`` (every edge's gradient) or ``"active"`` (only active edges; zero elsewhere).
+        weights_masked: the caller guarantees that the weights are zero outside ``active`` (as
+            :class:`~neuralgraphs.wiring.ActiveEdges` weights are); the dense backend then uses them as they
+            are instead of building a matrix of the active ones.  (default: :obj:`False`)
     """
 
     def __init__(self, edge_index: Tensor, num_out: int, num_in: int, active: Optional[Tensor] = None,
-                 backend: str = "auto", weight_grad: str = "all") -> None:
+                 backend: str = "auto", weight_grad: str = "all", weights_masked: bool = False) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         if weight_grad not in ("all", "active"):
@@ -326,6 +330,9 @@ class PropagationPlan:
         self.backend = (choose_backend(num_active, self.num_out, self.num_in, edge_index.device)
                         if backend == "auto" else backend)
         self.weight_grad = weight_grad
+        # ascending unique indices: E of them are all edges
+        self._subset = active is not None and active.numel() < self.num_edges
+        self._masked = weights_masked
         self._crow = self._col = None
         self._t = None
 
@@ -375,11 +382,16 @@ class PropagationPlan:
         return edge_weight if self.active is None else edge_weight[self.active]
 
     def dense_matrix(self, edge_weight: Tensor) -> Tensor:
-        if self.complete:
+        """The ``[num_out, num_in]`` matrix of the active edges' weights."""
+        if self.complete and (self._masked or not self._subset):
             return edge_weight.view(self.num_out, self.num_in)
+        # a scatter of the active edges alone: correct whatever the other weights, and cheaper than of all
+        flat = self.flat
+        if self._subset:
+            flat, edge_weight = flat[self.active], edge_weight[self.active]
         # accumulate: parallel edges (multigraphs from PyG utilities) add up, as in the CSR backend
         m = edge_weight.new_zeros(self.num_out * self.num_in)
-        m.index_put_((self.flat,), edge_weight, accumulate=True)
+        m.index_put_((flat,), edge_weight, accumulate=True)
         return m.view(self.num_out, self.num_in)
 
     def csr_matrix(self, edge_weight: Tensor) -> Tensor:
@@ -466,7 +478,7 @@ class _Propagate(torch.autograd.Function):
 
 def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None,
               num_nodes: Optional[int] = None, *, active: Optional[Tensor] = None, backend: str = "auto",
-              node_dim: int = 0, weight_grad: str = "all") -> Tensor:
+              node_dim: int = 0, weight_grad: str = "all", weights_masked: bool = False) -> Tensor:
     r"""Weighted sum over incoming edges: ``out[t] = sum_{e=(s->t)} edge_weight[e] * x[s]``.
 
     Args:
@@ -478,11 +490,14 @@ def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = Non
             Its checks are cached per tensor, so passing the same tensor again costs no O(E) work.
         edge_weight: ``[E]`` weights.  (default: all ones)
         num_nodes: number of output nodes.  (default: the number of input nodes)
-        active: ascending indices of the edges whose weight may be non-zero; the sparse backend skips the
-            others, the gradient still covers every edge unless ``weight_grad="active"``.  (default: all)
+        active: ascending indices of the edges the product uses (the others are absent, whatever their
+            weight); the gradient still covers every edge unless ``weight_grad="active"``.  (default: all)
         backend: ``"auto"``, ``"dense"`` or ``"csr"``.  (default: ``"auto"``)
         node_dim: ``0`` or ``1``.  (default: ``0``)
         weight_grad: ``"all"`` or ``"active"``.  (default: ``"all"``)
+        weights_masked: ``edge_weight`` is already zero outside ``active`` (e.g. the weights of a wiring's
+            :class:`~neuralgraphs.wiring.ActiveEdges`), so the dense backend may use it as it is; with
+            :obj:`False` it first takes the active weights alone.  (default: :obj:`False`)
 
     Returns:
         Tensor of the shape of ``x`` with ``N_in`` replaced by ``num_nodes``.
@@ -511,8 +526,10 @@ def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = Non
                          f"{list(edge_weight.shape) if isinstance(edge_weight, Tensor) else type(edge_weight).__name__}")
     if edge_weight.dtype != x.dtype:
         raise TypeError(f"edge_weight: dtype {edge_weight.dtype} differs from x's dtype {x.dtype}")
-    if active is not None and (not isinstance(active, Tensor) or active.dtype != torch.long or active.dim() != 1):
-        raise ValueError("active: expected a 1-D int64 tensor of ascending edge indices")
+    if active is not None:
+        _check_active(active, e)
+    if not isinstance(weights_masked, bool):
+        raise TypeError(f"weights_masked: expected a bool, got {type(weights_masked).__name__}")
     cand = _candidates(edge_index, num_out, num_in)
     cand.check(edge_index)
     if not cand.in_range:
@@ -525,5 +542,23 @@ def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = Non
             inv[perm] = torch.arange(e, device=perm.device)
             active = torch.sort(inv[active]).values
     plan = PropagationPlan(edge_index, num_out, num_in, active=active, backend=backend,
-                           weight_grad=weight_grad)
+                           weight_grad=weight_grad, weights_masked=weights_masked)
     return plan(x, edge_weight, node_dim)
+
+
+def _check_active(active: Tensor, num_edges: int) -> None:
+    """Strictly ascending edge indices in range: a ValueError on CPU; on other devices a device-side
+    assertion, so that no call waits for the device."""
+    if not isinstance(active, Tensor) or active.dtype != torch.long or active.dim() != 1:
+        raise ValueError("active: expected a 1-D int64 tensor of ascending edge indices")
+    if active.numel() == 0:
+        return
+    ok = (active[0] >= 0) & (active[-1] < num_edges)
+    if active.numel() > 1:
+        ok = ok & (active[1:] > active[:-1]).all()
+    msg = f"active: expected strictly ascending edge indices in [0, {num_edges})"
+    if active.device.type == "cpu":
+        if not bool(ok):
+            raise ValueError(msg)
+    else:
+        torch._assert_async(ok, msg)

@@ -65,6 +65,52 @@ def zero_off(weight, active):
 # ----------------------------------------------------------------------------- forward
 
 
+@pytest.mark.parametrize("backend", ["dense", "csr"])
+@pytest.mark.parametrize("complete", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_active_edges_alone_are_used_whatever_the_other_weights(backend, complete, dtype):
+    """``active`` selects the edges: weights outside it do not reach the output on either backend, and the
+    gradient still covers every edge (dense reference over the active edges); ``weights_masked=True`` with
+    weights that are zero outside ``active`` gives the same."""
+    n_out, n_in = 30, 40
+    if complete:
+        flat = torch.arange(n_out * n_in)
+        ei = torch.stack([flat % n_in, flat // n_in])
+    else:
+        ei = random_bipartite(n_out, n_in, 500, seed=5)
+    e = ei.size(1)
+    act = active_subset(e, 0.3, seed=6)
+    gen = torch.Generator().manual_seed(7)
+    x0 = torch.randn(n_in, 6, generator=gen, dtype=dtype)
+    w0 = torch.randn(e, generator=gen, dtype=dtype)  # non-zero outside ``act`` too
+    g = torch.randn(n_out, 6, generator=gen, dtype=dtype)
+    x_ref = x0.double().clone().requires_grad_()
+    w_ref = zero_off(w0.double(), act).requires_grad_()
+    y_ref = dense_matrix(ei, w_ref, n_out, n_in) @ x_ref
+    y_ref.backward(g.double())
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    for w_in, masked in ((w0, False), (zero_off(w0, act), True)):
+        x, w = x0.detach().clone().requires_grad_(), w_in.detach().clone().requires_grad_()
+        y = propagate(x, ei, w, n_out, active=act, backend=backend, weights_masked=masked)
+        y.backward(g)
+        torch.testing.assert_close(y.double(), y_ref.detach(), **tol)
+        torch.testing.assert_close(x.grad.double(), x_ref.grad, **tol)
+        torch.testing.assert_close(w.grad.double(), w_ref.grad, **tol)
+
+
+def test_active_indices_are_validated():
+    ei = random_bipartite(10, 10, 40, seed=1)
+    x, w = torch.randn(10, 3), torch.randn(40)
+    for bad in (torch.tensor([0, 40]), torch.tensor([-1, 3]), torch.tensor([3, 2]), torch.tensor([2, 2]),
+                torch.tensor([[1, 2]]), torch.tensor([1.0, 2.0])):
+        with pytest.raises(ValueError, match="active"):
+            propagate(x, ei, w, active=bad)
+    with pytest.raises(TypeError, match="weights_masked"):
+        propagate(x, ei, w, active=torch.tensor([1, 2]), weights_masked=1)
+    assert propagate(x, ei, w, active=torch.tensor([], dtype=torch.long)).abs().max() == 0
+
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", [(7,), (7, 4), (7, 3, 2, 2)])
 def test_forward_node_dim0_square(backend, shape):

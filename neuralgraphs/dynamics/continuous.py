@@ -100,7 +100,7 @@ class ContinuousTimeGraph(WiredGraph):
         n = self.graph.num_nodes
         backend = self._backend_for(a.index.numel(), n, n, x)
         self.func.plan = PropagationPlan(self.edge_index, n, n, active=a.index, backend=backend,
-                                         weight_grad=self.weight_grad)
+                                         weight_grad=self.weight_grad, weights_masked=True)
         self.func.edge_weight = a.weight
         z0 = self._initial_state(x, node_major=self.func.plan.backend == "csr")
         # torchdiffeq stores the Runge-Kutta stages as one tensor [*state.shape, stages] in logical order, so

@@ -93,7 +93,8 @@ class DiscreteTimeGraph(WiredGraph):
         elif backend != "dense":
             active = a.mask[ids].nonzero().view(-1)
             backend = self._backend_for(active.numel(), num_out, num_in, x)
-        plan = PropagationPlan(edges, num_out, num_in, active=active, backend=backend, weight_grad=self.weight_grad)
+        plan = PropagationPlan(edges, num_out, num_in, active=active, backend=backend, weight_grad=self.weight_grad,
+                               weights_masked=True)
         return plan, a.weight[ids]
 
     def plan(self, index: Tensor, x: Optional[Tensor] = None) -> PropagationPlan:
@@ -101,7 +102,8 @@ class DiscreteTimeGraph(WiredGraph):
         ``backend="auto"`` take the layout of the features into account."""
         n = self.graph.num_nodes
         backend = self.backend if x is None else self._backend_for(index.numel(), n, n, x)
-        return PropagationPlan(self.edge_index, n, n, active=index, backend=backend, weight_grad=self.weight_grad)
+        return PropagationPlan(self.edge_index, n, n, active=index, backend=backend, weight_grad=self.weight_grad,
+                               weights_masked=True)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)

@@ -104,7 +104,8 @@ class StaticGraph(WiredGraph):
                     lo, hi = torch.searchsorted(a.index, torch.tensor([c0, c1])).tolist()
                     active = a.index[lo:hi] - c0
                     backend = self._backend_for(hi - lo, n, r0, x)
-                plan = PropagationPlan(edges, n, r0, active=active, backend=backend, weight_grad=self.weight_grad)
+                plan = PropagationPlan(edges, n, r0, active=active, backend=backend, weight_grad=self.weight_grad,
+                                       weights_masked=True)
                 inp = plan(prev, a.weight[c0:c1], node_dim=1)
             else:
                 inp = x.new_zeros((b, n) + feat)

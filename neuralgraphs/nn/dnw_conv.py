@@ -73,7 +73,8 @@ class DNWConv(MessagePassing):
         with torch.no_grad():
             index, self._hint = topk_indices(edge_weight.detach().abs().float(), k, self._hint)
         active = activate(edge_weight, index, straight_through=True)
-        return propagate(x, edge_index, active.weight, num_nodes=x.size(0), active=index, backend=self.backend)
+        return propagate(x, edge_index, active.weight, num_nodes=x.size(0), active=index, backend=self.backend,
+                         weights_masked=True)
 
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:  # pragma: no cover - forward bypasses it
         return edge_weight.view(-1, 1) * x_j
