@@ -26,9 +26,11 @@ gradients are computed (the others are zero), for wirings that are not straight-
 
 from __future__ import annotations
 
+import numbers
 import weakref
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -207,8 +209,13 @@ class _Candidates:
         """Range and order of the edges, in chunks, so that no temporary of E int64 is made."""
         if self.checked:
             return
+        e = edge_index.size(1)
+        if edge_index.device.type == "cpu" and e <= _SMALL_CHECK:
+            # graphs built per forward (e.g. one level of a DNW stage) pay a few microseconds here, not the
+            # ~30 us of a dozen tiny torch operations
+            self._check_small(edge_index.numpy())
+            return
         src, dst = edge_index[0], edge_index[1]
-        e = src.numel()
         self.in_range = e == 0 or (int(src.min()) >= 0 and int(dst.min()) >= 0 and int(src.max()) < self.num_in
                                    and int(dst.max()) < self.num_out)
         sorted_, strict = True, True
@@ -224,6 +231,15 @@ class _Candidates:
             if not sorted_:
                 break
         self.is_sorted, self.strictly_sorted = sorted_, strict and sorted_
+        self.checked = True
+
+    def _check_small(self, ei: np.ndarray) -> None:
+        src, dst = ei[0], ei[1]
+        self.in_range = src.size == 0 or bool(src.min() >= 0 and dst.min() >= 0 and src.max() < self.num_in
+                                              and dst.max() < self.num_out)
+        up, same = dst[1:] > dst[:-1], dst[1:] == dst[:-1]
+        self.is_sorted = bool((up | (same & (src[1:] >= src[:-1]))).all())
+        self.strictly_sorted = self.is_sorted and bool((up | (same & (src[1:] > src[:-1]))).all())
         self.checked = True
 
     def flat(self, edge_index: Tensor) -> Tensor:
@@ -247,6 +263,8 @@ class _Candidates:
 
 
 _CACHE: Dict[int, Tuple["weakref.ref", _Candidates]] = {}
+# Up to this many edges a CPU edge_index is checked with numpy in one pass.
+_SMALL_CHECK = 1 << 16
 
 
 def _version(t: Tensor) -> Optional[int]:
@@ -320,11 +338,28 @@ class PropagationPlan:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         if weight_grad not in ("all", "active"):
             raise ValueError(f"weight_grad: expected 'all' or 'active', got {weight_grad!r}")
+        if not isinstance(weights_masked, bool):
+            raise TypeError(f"weights_masked: expected a bool, got {type(weights_masked).__name__}")
+        for name, v in (("num_out", num_out), ("num_in", num_in)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"{name}: expected a non-negative int, got {v!r}")
+        if not isinstance(edge_index, Tensor) or edge_index.dtype != torch.long or edge_index.dim() != 2 \
+                or edge_index.size(0) != 2:
+            raise ValueError("edge_index: expected an int64 tensor of shape [2, E]")
         self.num_out, self.num_in = int(num_out), int(num_in)
         self.src, self.dst = edge_index[0], edge_index[1]
         self.num_edges = edge_index.size(1)
         self.edge_index = edge_index
         self.cand = _candidates(edge_index, self.num_out, self.num_in)
+        # cached per edge_index tensor: a module passing its buffer again pays nothing
+        self.cand.check(edge_index)
+        if not self.cand.in_range:
+            raise ValueError(f"edge_index: node index out of range (sources < {num_in}, targets < {num_out})")
+        if not self.cand.is_sorted:
+            raise ValueError("edge_index: expected edges sorted by (target, source), as NeuralGraph stores them "
+                             "(propagate() sorts unsorted edges itself)")
+        if active is not None:
+            _check_active(active, self.num_edges)
         self.active = active
         num_active = self.num_edges if active is None else active.numel()
         self.backend = (choose_backend(num_active, self.num_out, self.num_in, edge_index.device)

@@ -483,3 +483,30 @@ def test_pyg_utils_output_fed_to_propagate(backend):
 
     nei, nw = gcn_norm(und, und_w.abs(), num_nodes=n, add_self_loops=True)
     torch.testing.assert_close(propagate(x, nei, nw, backend=backend), PlainConv()(x, nei, nw))
+
+
+@pytest.mark.parametrize("numpy_check", [True, False])
+def test_plan_validates_its_edges_and_arguments(monkeypatch, numpy_check):
+    """A plan is public: unsorted or out-of-range edges would silently give a wrong CSR product.  Both
+    checks run: numpy for small CPU edge sets, chunked torch operations otherwise."""
+    import neuralgraphs.propagate as prop
+
+    monkeypatch.setattr(prop, "_SMALL_CHECK", 1 << 16 if numpy_check else -1)
+    x, w = torch.randn(3, 4), torch.randn(3)
+    with pytest.raises(ValueError, match="sorted by"):
+        PropagationPlan(torch.tensor([[1, 2, 0], [1, 1, 0]]), 3, 3, backend="csr")
+    with pytest.raises(ValueError, match="out of range"):
+        PropagationPlan(torch.tensor([[5], [0]]), 3, 3, backend="csr")
+    with pytest.raises(ValueError, match="num_in"):
+        PropagationPlan(torch.tensor([[0], [0]]), 3, -1)
+    with pytest.raises(ValueError, match="edge_index"):
+        PropagationPlan(torch.tensor([[0.0], [0.0]]), 3, 3)
+    with pytest.raises(ValueError, match="active"):
+        PropagationPlan(torch.tensor([[0, 1], [0, 0]]), 3, 3, active=torch.tensor([1, 0]))
+    with pytest.raises(TypeError, match="weights_masked"):
+        PropagationPlan(torch.tensor([[0], [0]]), 3, 3, weights_masked="yes")
+    ei = torch.tensor([[1, 0, 2], [0, 1, 1]])
+    ref = dense_matrix(ei, w, 3, 3) @ x
+    for backend in ("dense", "csr"):
+        torch.testing.assert_close(PropagationPlan(ei, 3, 3, backend=backend)(x, w), ref)
+
