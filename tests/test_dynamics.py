@@ -515,3 +515,62 @@ def test_discrete_first_step_uses_every_node_when_the_op_does_not_map_zero_to_ze
     x = torch.randn(4, 1, dtype=torch.float64)
     a = dense_matrix(m, torch.ones(n * n, dtype=torch.bool))
     torch.testing.assert_close(m(x), discrete_reference(m, a, x, 2))
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def graph_edges_half(cls):
+    graph = random_dag(0) if cls is StaticGraph else random_digraph(0)
+    return max(1, graph.num_edges // 2)
+
+
+def _module(cls, **kw):
+    graph = random_dag(0) if cls is StaticGraph else random_digraph(0)
+    n = graph.num_nodes
+    extra = {} if cls is StaticGraph else dict(post_op=NodeNorm(n, "instance"))
+    return cls(graph, image_node_op(n, order="norm-relu-conv", norm="instance"), **extra, **kw), graph
+
+
+@pytest.mark.parametrize("cls", [StaticGraph, DiscreteTimeGraph, ContinuousTimeGraph])
+def test_forward_rejects_bad_inputs_naming_x(cls):
+    m, graph = _module(cls, wiring="dnw", k=graph_edges_half(cls))
+    n_in = graph.inputs.numel()
+    bad = [
+        ("not a tensor", [[1.0]], TypeError, "x: expected a tensor"),
+        ("wrong channels", torch.randn(2, n_in + 1, 4, 4), ValueError, "one channel per input node"),
+        ("empty batch", torch.randn(0, n_in, 4, 4), ValueError, "non-empty batch"),
+        ("integer", torch.ones(2, n_in, 4, 4, dtype=torch.long), TypeError, "floating-point"),
+        ("float64 for float32 parameters", torch.randn(2, n_in, 4, 4, dtype=torch.float64), TypeError,
+         "differs from the module's parameters"),
+    ]
+    for what, x, err, msg in bad:
+        with pytest.raises(err, match=re.escape(msg)):
+            m(x)
+    assert m(torch.randn(2, n_in, 4, 4)).shape == (2, graph.outputs.numel(), 4, 4)
+
+
+@pytest.mark.parametrize("cls", [StaticGraph, DiscreteTimeGraph, ContinuousTimeGraph])
+def test_constructors_reject_bad_arguments_naming_them(cls):
+    graph = random_dag(0) if cls is StaticGraph else random_digraph(0)
+    n = graph.num_nodes
+    op = image_node_op(n, order="norm-relu-conv", norm="instance")
+    with pytest.raises(TypeError, match="graph"):
+        cls(nx.DiGraph([(0, 1)]), op)
+    with pytest.raises(TypeError, match="node_op"):
+        cls(graph, lambda x, nodes: x)
+    with pytest.raises(ValueError, match="backend"):
+        cls(graph, op, backend="sparse")
+    with pytest.raises(ValueError, match="k: budget of .* larger than the .* candidate edges"):
+        cls(graph, op, wiring="dnw", k=graph.num_edges + 1)
+    if cls is DiscreteTimeGraph:
+        for kw, name in ((dict(steps=0), "steps"), (dict(steps=2.5), "steps"), (dict(inject="never"), "inject")):
+            with pytest.raises(ValueError, match=name):
+                cls(graph, op, **kw)
+    if cls is ContinuousTimeGraph:
+        for kw, err, name in ((dict(method="magic"), ValueError, "method"), (dict(rtol=0.0), ValueError, "rtol"),
+                              (dict(atol=-1.0), ValueError, "atol"), (dict(t_end=0), ValueError, "t_end"),
+                              (dict(adjoint=1), TypeError, "adjoint"), (dict(options=[1]), TypeError, "options")):
+            with pytest.raises(err, match=name):
+                cls(graph, op, **kw)
+    if cls is not StaticGraph:
+        with pytest.raises(TypeError, match="post_op"):
+            cls(graph, op, post_op="norm")

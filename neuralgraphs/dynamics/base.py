@@ -100,6 +100,17 @@ class WiredGraph(nn.Module):
         n_in = self.inputs.numel()
         if x.dim() < 2 or x.size(1) != n_in:
             raise ValueError(f"x: expected shape [B, {n_in}, *] (one channel per input node), got {list(x.shape)}")
+        if x.size(0) == 0 or x.numel() == 0:
+            raise ValueError(f"x: expected a non-empty batch, got shape {list(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
+        w = self.weight
+        if x.device != w.device:
+            raise ValueError(f"x: is on {x.device} but the module's parameters are on {w.device}; move one with .to()")
+        # under autocast the operations choose their own precision
+        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"x: dtype {x.dtype} differs from the module's parameters ({w.dtype}); convert one "
+                            "with .to()")
 
     def _initial_state(self, x: Tensor, node_major: bool) -> Tensor:
         """State ``[B, N, *]``: the input on the input nodes, zeros elsewhere.  Laid out node-major (the
