@@ -540,7 +540,7 @@ def test_forward_rejects_bad_inputs_naming_x(cls):
         ("empty batch", torch.randn(0, n_in, 4, 4), ValueError, "non-empty batch"),
         ("integer", torch.ones(2, n_in, 4, 4, dtype=torch.long), TypeError, "floating-point"),
         ("float64 for float32 parameters", torch.randn(2, n_in, 4, 4, dtype=torch.float64), TypeError,
-         "differs from the module's parameters"),
+         "differs from the parameters'"),
     ]
     for what, x, err, msg in bad:
         with pytest.raises(err, match=re.escape(msg)):

@@ -155,3 +155,18 @@ def test_tiny_same_seed_same_model():
     c = TinyClassifier("static", **SMALL, seed=4)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not torch.equal(a.graph.weight, c.graph.weight)
+
+
+def test_classifiers_reject_bad_batches_naming_x():
+    tiny = TinyClassifier(kind="static")
+    digits = DigitsGraphClassifier(kind="discrete", as_images=True)
+    for model, good in ((tiny, torch.randn(2, 3, 32, 32)), (digits, torch.randn(2, 1, 8, 8))):
+        c = good.size(1)
+        for x, err, msg in ((torch.randn(0, c, *good.shape[2:]), ValueError, "non-empty batch"),
+                            (torch.randn(2, c + 1, *good.shape[2:]), ValueError, f"{c} channels at dim 1"),
+                            (good.long(), TypeError, "floating-point"),
+                            (good.double(), TypeError, "differs from the parameters")):
+            with pytest.raises(err, match=msg):
+                model(x)
+        assert model(good).shape == (2, 10)
+

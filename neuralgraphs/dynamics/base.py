@@ -9,6 +9,7 @@ import networkx as nx
 import torch
 from torch import Tensor, nn
 
+from neuralgraphs._checks import check_batch
 from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.propagate import BACKENDS, choose_backend
 from neuralgraphs.wiring import ActiveEdges, Wiring, make_wiring
@@ -100,17 +101,7 @@ class WiredGraph(nn.Module):
         n_in = self.inputs.numel()
         if x.dim() < 2 or x.size(1) != n_in:
             raise ValueError(f"x: expected shape [B, {n_in}, *] (one channel per input node), got {list(x.shape)}")
-        if x.size(0) == 0 or x.numel() == 0:
-            raise ValueError(f"x: expected a non-empty batch, got shape {list(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
-        w = self.weight
-        if x.device != w.device:
-            raise ValueError(f"x: is on {x.device} but the module's parameters are on {w.device}; move one with .to()")
-        # under autocast the operations choose their own precision
-        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"x: dtype {x.dtype} differs from the module's parameters ({w.dtype}); convert one "
-                            "with .to()")
+        check_batch(x, n_in, self.weight)
 
     def _initial_state(self, x: Tensor, node_major: bool) -> Tensor:
         """State ``[B, N, *]``: the input on the input nodes, zeros elsewhere.  Laid out node-major (the

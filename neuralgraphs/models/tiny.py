@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from neuralgraphs._checks import check_batch
 from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, StaticGraph, WiredGraph
 from neuralgraphs.generators.candidates import blocked_dag, complete_graph
 from neuralgraphs.graph import NeuralGraph
@@ -207,6 +208,7 @@ class TinyClassifier(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 4:
             raise ValueError(f"x: expected images [B, C, H, W], got "
                              f"{list(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        check_batch(x, self.stem[0].in_channels, self.graph.weight)
         z = self.graph(self.stem(x))
         return self.fc(center_mean(z, self.readout))
 
@@ -301,5 +303,6 @@ class DigitsGraphClassifier(nn.Module):
         if x.dim() != expected:
             raise ValueError(f"x: expected {'[B, 1, 8, 8] images' if self.as_images else '[B, 64] vectors'}, "
                              f"got shape {list(x.shape)}")
+        check_batch(x, 1 if self.as_images else self.graph.inputs.numel(), self.graph.weight)
         z = self.graph(self.stem(x))
         return self.fc(center_mean(z, self.readout))
