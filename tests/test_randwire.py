@@ -197,6 +197,11 @@ def _dnw_reference(stage, x):
         z[v] = (h - mean) / torch.sqrt(var + 1e-5) * ops.bn_weight[v - 1].view(1, -1, 1, 1) \
             + ops.bn_bias[v - 1].view(1, -1, 1, 1)
     out = sum(w[e] * z[src[e]] for e in range(len(src)) if dst[e] == n + 1)
+    # the output BN, in training mode: batch statistics over (B, H, W)
+    bn = stage.out_bn
+    mean = out.mean((0, 2, 3), keepdim=True)
+    var = out.var((0, 2, 3), unbiased=False, keepdim=True)
+    out = (out - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
     return out, w, act
 
 
