@@ -561,10 +561,6 @@ def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = Non
                          f"{list(edge_weight.shape) if isinstance(edge_weight, Tensor) else type(edge_weight).__name__}")
     if edge_weight.dtype != x.dtype:
         raise TypeError(f"edge_weight: dtype {edge_weight.dtype} differs from x's dtype {x.dtype}")
-    if active is not None:
-        _check_active(active, e)
-    if not isinstance(weights_masked, bool):
-        raise TypeError(f"weights_masked: expected a bool, got {type(weights_masked).__name__}")
     cand = _candidates(edge_index, num_out, num_in)
     cand.check(edge_index)
     if not cand.in_range:
@@ -573,6 +569,7 @@ def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = Non
         perm = torch.argsort(cand.flat(edge_index))
         edge_index, edge_weight = edge_index[:, perm], edge_weight[perm]
         if active is not None:
+            _check_active(active, e)  # before it is renumbered (the plan checks it otherwise)
             inv = torch.empty_like(perm)
             inv[perm] = torch.arange(e, device=perm.device)
             active = torch.sort(inv[active]).values
