@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from _pyg_reference import WeightedSum
 from neuralgraphs._compat import import_pyg
 from neuralgraphs.nn import DNWConv
 
@@ -39,16 +40,6 @@ def test_forward_and_straight_through_gradient_match_dense_reference():
 
 
 def test_matches_pyg_message_passing_when_all_edges_kept():
-    class WeightedSum(pyg.nn.MessagePassing):
-        def __init__(self):
-            super().__init__(aggr="add")
-
-        def forward(self, x, edge_index, edge_weight):
-            return self.propagate(edge_index, x=x, edge_weight=edge_weight)
-
-        def message(self, x_j, edge_weight):
-            return edge_weight.view(-1, 1) * x_j
-
     torch.manual_seed(1)
     n = 9
     edge_index, _ = pyg.utils.add_self_loops(torch.randint(0, n, (2, 20)), num_nodes=n)

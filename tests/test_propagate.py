@@ -421,17 +421,9 @@ def _pyg_convs():
 
             return ng_propagate(x, edge_index, edge_weight, num_nodes=x.size(0), backend=self.backend)
 
-    class PlainConv(MessagePassing):
-        def __init__(self):
-            super().__init__(aggr="add")
+    from _pyg_reference import WeightedSum
 
-        def forward(self, x, edge_index, edge_weight):
-            return self.propagate(edge_index, x=x, edge_weight=edge_weight)
-
-        def message(self, x_j, edge_weight):
-            return edge_weight.view(-1, 1) * x_j
-
-    return pyg, MyConv, PlainConv
+    return pyg, MyConv, WeightedSum
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
