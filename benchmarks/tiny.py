@@ -10,6 +10,8 @@ and the cost of rewiring (DNW against the same model with a fixed mask).
     model's weights (candidate weights scattered into ``W``), so both compute the same function: the first
     round checks that their losses agree, and the continuous models take comparable numbers of function
     evaluations (both NFE are reported).  Same batch (random CIFAR-like ``[B, 3, 32, 32]``) for both.
+    The continuous rows also time ours with torchdiffeq's own Runge-Kutta step (``lean_stages=False``):
+    ``stock_stages_s`` and ``speedup_stock_stages``.
 (b) ``rewire-*``: our model with the DNW wiring (top-k re-chosen every step, straight-through gradient to
     every candidate) against the same model with ``wiring="no_update"`` (a fixed top-k mask, same k, only
     active edges get gradients).  ``rewiring_pct = (dnw - fixed) / dnw``.  Its two parts: ``reselect_pct``
@@ -282,6 +284,12 @@ def bench_kind(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats: i
     ours = make_ours(kind, "dnw", tol).to(device)
     ref = make_reference(ours, kind, tol).to(device)
     steps = {"ours": make_step(ours, x, y), "reference": make_step(ref, x, y)}
+    stock = None
+    if kind == "continuous" and hasattr(graph_of(ours), "lean_stages"):
+        # ours with torchdiffeq's own Runge-Kutta step: how much of the speedup is the lean stage backward
+        stock = make_ours(kind, "dnw", tol).to(device)
+        graph_of(stock).lean_stages = False
+        steps["ours_stock_stages"] = make_step(stock, x, y)
     nfe: Dict[str, List[int]] = {"ours": [], "reference": []}
     first: Dict[str, float] = {}
 
@@ -297,12 +305,18 @@ def bench_kind(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats: i
     if check:  # the first step of both starts from the same weights: same function, same loss
         a, b = first["ours"], first["reference"]
         assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), f"{kind}: loss of ours {a} != reference {b}"
+        if stock is not None:
+            c = first["ours_stock_stages"]
+            assert abs(a - c) <= 1e-5 * max(1.0, abs(c)), f"{kind}: lean stages {a} != torchdiffeq's {c}"
     row = common.make_row(kind, t["ours"], t["reference"],
                           images_per_s_ours=x.size(0) / t["ours"], images_per_s_ref=x.size(0) / t["reference"])
     if kind == "continuous":
         row["nfe_ours"] = max(nfe["ours"]) if nfe["ours"] else None
         row["nfe_ref"] = max(nfe["reference"]) if nfe["reference"] else None
         row["tol"] = tol
+        if stock is not None:
+            row["stock_stages_s"] = t["ours_stock_stages"]
+            row["speedup_stock_stages"] = t["reference"] / t["ours_stock_stages"]
     return row, ours
 
 
@@ -398,8 +412,8 @@ def main(argv=None) -> List[Dict[str, Any]]:
             row["case"] = f"rewire-{kind} B={data(kind)[0].size(0)}"
             rows.append({**row, "batch": data(kind)[0].size(0), **env})
             common.print_table(rows[-1:], title=f"{row['case']} ({time.perf_counter() - start:.0f} s)")
-    cols = ["case", "ours_s", "reference_s", "speedup", "images_per_s_ours", "images_per_s_ref", "nfe_ours",
-            "nfe_ref", "rewiring_pct", "fixed_st_s", "reselect_pct", "select_s", "select_pct", "batch"]
+    cols = ["case", "ours_s", "reference_s", "speedup", "stock_stages_s", "speedup_stock_stages",
+            "images_per_s_ours", "images_per_s_ref", "nfe_ours", "nfe_ref", "rewiring_pct", "fixed_st_s", "reselect_pct", "select_s", "select_pct", "batch"]
     common.print_table(rows, cols, title=f"tiny classifiers, train step, {env['threads']} threads, "
                        f"{device.type}, model={env['model']} (total {time.perf_counter() - start:.0f} s)")
     if args.json:
