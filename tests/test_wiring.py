@@ -152,6 +152,31 @@ def test_topk_incremental_cpu_path_equals_reference(k):
         assert used_hint > 0  # the incremental path was really exercised
 
 
+def test_topk_hint_is_kept_while_its_band_fits_and_renewed_when_it_does_not():
+    gen = torch.Generator().manual_seed(3)
+    s = torch.rand(50_000, generator=gen)
+    k = 5000  # margin = max(256, k // 100) = 256
+    idx, hint = topk_indices(s, k)
+    kept = renewed = 0
+    for step in range(30):
+        s = (s + 1e-5 * torch.randn(s.shape, generator=gen)).abs()
+        idx, nxt = topk_indices(s, k, hint)
+        assert torch.equal(idx, ref_topk(s, k)), step
+        spare = int((s >= hint).sum()) - k
+        if 64 <= spare <= 1024:
+            assert nxt == hint  # the band still fits: no second selection
+            kept += 1
+        else:
+            renewed += 1
+        assert int((s >= nxt).sum()) >= k
+        hint = nxt
+    assert kept > 0
+    # everything grows 100x: the old hint's band holds every score, so a fresh hint is computed
+    s = s * 100
+    idx, nxt = topk_indices(s, k, hint)
+    assert torch.equal(idx, ref_topk(s, k)) and nxt != hint and 0 <= int((s >= nxt).sum()) - k <= 256
+
+
 def test_topk_selector_with_stale_hints_is_exact():
     gen = torch.Generator().manual_seed(0)
     s = torch.rand(3000, generator=gen)

@@ -66,16 +66,26 @@ def topk_indices(scores: Tensor, k: int, hint: Optional[float] = None) -> Tuple[
             sub = scores[band]
             threshold = _kth_largest(sub, k)
             keep = _mask_from_threshold(sub, threshold, k, sync_free=False)
+            # While the band above the hint keeps between a quarter and four margins of spare scores, the
+            # hint serves the next step as well (weights move little per step), and the second selection that
+            # a fresh hint costs (a third of the call) is skipped.
+            margin = _margin(n, k)
+            if margin // 4 <= m - k <= 4 * margin:
+                return band[keep], hint
             return band[keep], _next_hint(sub, k, m)
     threshold = _kth_largest(scores, k)
     mask = _mask_from_threshold(scores, threshold, k, sync_free=False)
     return mask.nonzero().view(-1), _next_hint(scores, k, n)
 
 
+def _margin(n: int, k: int) -> int:
+    # ~1% of k (at least 256 scores) below the threshold: from one training step to the next only a few
+    # edges cross it, so the next call searches about k * 1.01 scores instead of all n.
+    return min(n - k, max(256, k // 100))
+
+
 def _next_hint(scores: Tensor, k: int, n: int) -> Optional[float]:
-    # Keep a margin of ~1% of k (at least 256 scores) below the threshold: from one training step to the
-    # next only a few edges cross it, so the next call searches about k * 1.01 scores instead of all n.
-    margin = min(n - k, max(256, k // 100))
+    margin = _margin(n, k)
     if margin <= 0:
         return None
     return float(_kth_largest(scores, k + margin))
