@@ -64,12 +64,30 @@ def test_lean_step_keeps_the_gradient_through_the_initial_step_size_and_times():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_lean_step_matches_torchdiffeq_for_complex_states():
+    # complex autograd conjugates: the step-size gradient (through the first step) must follow it too
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(4, 4, generator=g, dtype=torch.complex128) * 0.5
+    y0 = torch.randn(3, 4, generator=g, dtype=torch.complex128, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    results = []
+    for lean in (False, True):
+        with _rk.lean_stages("dopri5", lean):
+            y = torchdiffeq.odeint(lambda t, y: y @ a - 0.1 * y, y0, t, rtol=1e-8, atol=1e-8)
+        results.append((y.detach(), torch.autograd.grad(y[-1].abs().sum(), y0)[0]))
+    (y_ref, g_ref), (y, g) = results
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+
+
 def test_stage_sum_gradcheck():
     g = torch.Generator().manual_seed(1)
     base = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     c = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
     ks = [torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
     assert torch.autograd.gradcheck(lambda b, c, *k: _rk._stage_sum(b, c, k), (base, c, *ks))
+    complex_args = [v.detach().to(torch.complex128).mul(1 + 0.5j).requires_grad_() for v in (base, c, *ks)]
+    assert torch.autograd.gradcheck(lambda b, c, *k: _rk._stage_sum(b, c, k), tuple(complex_args))
     out = _rk._stage_sum(base, c, ks)
     torch.testing.assert_close(out, base + sum(c[j] * ks[j] for j in range(3)))
 

@@ -56,8 +56,10 @@ class _StageSum(torch.autograd.Function):
         c, *ks = ctx.saved_tensors
         grad_c = None
         if ctx.needs_input_grad[1]:
-            # only where the step size carries a gradient (torchdiffeq's initial-step estimate does)
-            grad_c = torch.stack([(grad * k).sum() for k in ks]).to(c.dtype)
+            # only where the step size carries a gradient (torchdiffeq's initial-step estimate does);
+            # conjugates as PyTorch's complex autograd convention asks (no-ops for real tensors)
+            grad_c = torch.stack([(grad * k.conj()).sum() for k in ks]).to(c.dtype)
+        c = c.conj()
         grad_ks = tuple(grad * c[j] if ctx.needs_input_grad[2 + j] else None for j in range(c.numel()))
         return (grad if ctx.needs_input_grad[0] else None, grad_c) + grad_ks
 
