@@ -122,8 +122,11 @@ def time_side_by_side(fns: Dict[str, Callable[[], Any]], device: torch.device, r
                       after_round: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, float]:
     """Median wall time of each function, the functions interleaved within every round.
 
-    Interleaving (``a b c a b c ...`` rather than ``a a a b b b``) exposes every implementation to the same
-    machine state (frequency, other load), so their ratio is stable even when absolute times drift.
+    Interleaving (``a b c c b a a b c ...`` rather than ``a a a b b b``) exposes every implementation to the
+    same machine state (frequency, other load), so their ratio is stable even when absolute times drift;
+    reversing the order every other round keeps any one of them from always running first or after the
+    same neighbour (the tiny classifiers' rewiring cost, a difference of two training steps, read 8-10 % in
+    a fixed order and 1-6 % in alternating orders).
 
     Args:
         fns: name -> function to time; each is called with no argument.
@@ -146,7 +149,10 @@ def time_side_by_side(fns: Dict[str, Callable[[], Any]], device: torch.device, r
         if before_round is not None:
             before_round()
         results: Dict[str, Any] = {}
-        for name, fn in fns.items():
+        # every other round runs in reverse order (a b c, c b a, ...): no function always runs first or
+        # right after the same neighbour, whose freed memory it would otherwise page-fault back in
+        order = list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]
+        for name, fn in order:
             if before_call is not None:
                 before_call()
             synchronize(device)
