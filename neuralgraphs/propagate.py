@@ -36,6 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.grad import conv2d_weight
 
+from neuralgraphs._compat import silence_sparse_beta_notices
+
+silence_sparse_beta_notices()
+
 BACKENDS = ("auto", "dense", "csr")
 
 # Sparse beats dense below this fraction of non-zeros (forward + input gradient; the weight gradient costs
