@@ -1,6 +1,13 @@
-"""Narrow shims around third-party import-time noise."""
+"""Narrow shims around third-party behaviour: import-time noise, and torch.compile boundaries."""
 
+import functools
 import warnings
+from typing import Callable, Dict, TypeVar
+
+import torch
+
+_F = TypeVar("_F", bound=Callable)
+_DISABLED: Dict[Callable, Callable] = {}
 
 
 def import_pyg():
@@ -27,3 +34,27 @@ def silence_sparse_beta_notices() -> None:
     """
     warnings.filterwarnings("ignore", message=r"Sparse (CSR|CSC|BSR) tensor support is in beta state",
                             category=UserWarning, module=r"neuralgraphs(\.|$)")
+
+
+def eager_in_compile(fn: _F) -> _F:
+    """Run ``fn`` eagerly inside ``torch.compile`` (a clean graph break), as ``torch.compiler.disable`` does.
+
+    ``torch.compiler.disable`` imports ``torch._dynamo`` when it decorates, which added 1.4 s to importing
+    neuralgraphs.  This wrapper asks ``torch.compiler.is_compiling()`` (a flag) on each call and builds the
+    disabled function only when dynamo traces it, so eager programs never import dynamo.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            return _compile_disabled(fn)(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _compile_disabled(fn: Callable) -> Callable:
+    disabled = _DISABLED.get(fn)
+    if disabled is None:
+        disabled = _DISABLED[fn] = torch.compiler.disable(fn)
+    return disabled

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.grad import conv2d_weight
 
-from neuralgraphs._compat import silence_sparse_beta_notices
+from neuralgraphs._compat import eager_in_compile, silence_sparse_beta_notices
 
 silence_sparse_beta_notices()
 
@@ -336,6 +336,7 @@ class PropagationPlan:
             are instead of building a matrix of the active ones.  (default: :obj:`False`)
     """
 
+    @eager_in_compile  # see __call__; its checks read values on the host
     def __init__(self, edge_index: Tensor, num_out: int, num_in: int, active: Optional[Tensor] = None,
                  backend: str = "auto", weight_grad: str = "all", weights_masked: bool = False) -> None:
         if backend not in BACKENDS:
@@ -445,6 +446,9 @@ class PropagationPlan:
                                        (self.num_in, self.num_out), dtype=edge_weight.dtype,
                                        device=edge_weight.device, check_invariants=False)
 
+    # torch.compile runs the product eagerly (a clean graph break): the plan keeps its index structures and
+    # checks in Python-side caches, and the CSR path is MKL's; the node operations around it still compile.
+    @eager_in_compile
     def __call__(self, x: Tensor, edge_weight: Tensor, node_dim: int = 0) -> Tensor:
         """Apply to features ``x`` with ``num_in`` nodes at ``node_dim``: ``[num_in, *]`` (``node_dim=0``)
         or ``[B, num_in, *]`` (``node_dim=1``, any memory layout); the nodes become ``num_out``."""
@@ -515,6 +519,7 @@ class _Propagate(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+@eager_in_compile  # see PropagationPlan.__call__
 def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None,
               num_nodes: Optional[int] = None, *, active: Optional[Tensor] = None, backend: str = "auto",
               node_dim: int = 0, weight_grad: str = "all", weights_masked: bool = False) -> Tensor:

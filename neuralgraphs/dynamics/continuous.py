@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from neuralgraphs._compat import eager_in_compile
 from neuralgraphs.dynamics import _rk
 from neuralgraphs.dynamics.base import WiredGraph
 from neuralgraphs.graph import NeuralGraph
@@ -101,8 +102,6 @@ class ContinuousTimeGraph(WiredGraph):
         return self.func.nfe - self._nfe_before_backward
 
     def forward(self, x: Tensor) -> Tensor:
-        import torchdiffeq
-
         self._check_input(x)
         a = self.active()
         n = self.graph.num_nodes
@@ -120,18 +119,25 @@ class ContinuousTimeGraph(WiredGraph):
         from_memory = tuple(sorted(range(z0.dim()), key=lambda d: to_memory[d]))
         self.func.to_memory, self.func.from_memory = to_memory, from_memory
         z0 = z0.permute(to_memory).contiguous()
+        zt = self._solve(z0, a.weight)
+        self.nfe_forward = self.func.nfe
+        self._nfe_before_backward = self.func.nfe
+        return zt[-1].permute(from_memory).index_select(1, self.outputs)
+
+    # torch.compile runs the solve eagerly: torchdiffeq's adaptive step control is data-dependent Python
+    @eager_in_compile
+    def _solve(self, z0: Tensor, edge_weight: Tensor) -> Tensor:
+        import torchdiffeq
+
         t = torch.tensor([0.0, self.t_end], dtype=z0.dtype, device=z0.device)
         self.func.nfe = 0
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options or None)
         with _rk.lean_stages(self.method, self.lean_stages):
             if self.adjoint:
                 params = tuple(p for m in (self.node_op, self.post_op) for p in m.parameters() if p.requires_grad)
-                zt = torchdiffeq.odeint_adjoint(self.func, z0, t, adjoint_params=params + (a.weight,), **kwargs)
-            else:
-                zt = torchdiffeq.odeint(self.func, z0, t, **kwargs)
-        self.nfe_forward = self.func.nfe
-        self._nfe_before_backward = self.func.nfe
-        return zt[-1].permute(from_memory).index_select(1, self.outputs)
+                return torchdiffeq.odeint_adjoint(self.func, z0, t, adjoint_params=params + (edge_weight,),
+                                                  **kwargs)
+            return torchdiffeq.odeint(self.func, z0, t, **kwargs)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", t_end={self.t_end}, method={self.method!r}, rtol={self.rtol}, "

@@ -14,6 +14,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from neuralgraphs._compat import eager_in_compile
+
 
 def _kth_largest(scores: Tensor, k: int) -> Tensor:
     # kthvalue (a selection, O(E)) is ~2x faster than topk on CPU; topk is the fast path on CUDA.
@@ -35,6 +37,7 @@ def _mask_from_threshold(scores: Tensor, threshold: Tensor, k: int, sync_free: b
     return above | (ties & (ties.cumsum(0) <= need))
 
 
+@eager_in_compile  # torch.compile runs it eagerly: the result's size and the CPU search are data-dependent
 def topk_indices(scores: Tensor, k: int, hint: Optional[float] = None) -> Tuple[Tensor, Optional[float]]:
     """Indices (ascending) of the ``k`` largest entries of a 1-D fp32 ``scores``; ties go to lower indices.
 

@@ -23,6 +23,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from neuralgraphs._compat import eager_in_compile
 from neuralgraphs._checks import check_bool
 from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.wiring.select import SegmentLayout, topk_indices
@@ -158,6 +159,8 @@ class Wiring(nn.Module):
             raise ValueError(f"weight: expected shape [{self.num_candidates}] (one per candidate edge), "
                              f"got {list(weight.shape)}")
 
+    # torch.compile runs the selection eagerly: its output size and the CPU path's search depend on the data
+    @eager_in_compile
     def forward(self, weight: Tensor) -> ActiveEdges:
         """Select the active edges for this step and return them with the effective weights."""
         self._check_weight(weight)
