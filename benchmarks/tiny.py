@@ -35,7 +35,11 @@ tolerance) and no continuous rewiring row.  Every model runs one untimed warm-up
 pays for page faults on gigabytes of fresh memory (up to 20 s for the continuous models at batch 128), which
 would otherwise land on whichever side runs first.
 
-Run ``python benchmarks/tiny.py [--quick] [--batch 32,128] [--json PATH] [--threads T] [--device cpu|cuda]``.
+``--compile [MODE]`` also times our models under ``torch.compile`` (``compiled_s``, ``speedup_compiled``); the
+selection, graph products and ODE solve stay eager inside them.
+
+Run ``python benchmarks/tiny.py [--quick] [--batch 32,128] [--compile [MODE]] [--json PATH] [--threads T]
+[--device cpu|cuda]``.
 """
 
 from __future__ import annotations
@@ -280,10 +284,26 @@ def nfe_of(model: nn.Module) -> Optional[int]:
 
 
 def bench_kind(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats: int, tol: float,
-               warmup: int = 1, check: bool = True) -> Tuple[Dict[str, Any], nn.Module]:
+               warmup: int = 1, check: bool = True,
+               compile_mode: Optional[str] = None) -> Tuple[Dict[str, Any], nn.Module]:
     ours = make_ours(kind, "dnw", tol).to(device)
     ref = make_reference(ours, kind, tol).to(device)
     steps = {"ours": make_step(ours, x, y), "reference": make_step(ref, x, y)}
+    if compile_mode is not None:
+        # ours under torch.compile (inductor; "reduce-overhead" adds CUDA graphs on a GPU).  The warm-up round
+        # pays for the compilation.
+        twin = make_ours(kind, "dnw", tol).to(device)
+        compiled = torch.compile(twin, mode=compile_mode)
+        opt = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+        def compiled_step() -> float:
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(compiled(x), y)
+            loss.backward()
+            opt.step()
+            return float(loss.detach())
+
+        steps["ours_compiled"] = compiled_step
     stock = None
     if kind == "continuous" and hasattr(graph_of(ours), "lean_stages"):
         # ours with torchdiffeq's own Runge-Kutta step: how much of the speedup is the lean stage backward
@@ -308,6 +328,9 @@ def bench_kind(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats: i
         if stock is not None:
             c = first["ours_stock_stages"]
             assert abs(a - c) <= 1e-5 * max(1.0, abs(c)), f"{kind}: lean stages {a} != torchdiffeq's {c}"
+        if compile_mode is not None:
+            c = first["ours_compiled"]
+            assert abs(a - c) <= 1e-4 * max(1.0, abs(c)), f"{kind}: compiled {c} != eager {a}"
     row = common.make_row(kind, t["ours"], t["reference"],
                           images_per_s_ours=x.size(0) / t["ours"], images_per_s_ref=x.size(0) / t["reference"])
     if kind == "continuous":
@@ -317,6 +340,9 @@ def bench_kind(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats: i
         if stock is not None:
             row["stock_stages_s"] = t["ours_stock_stages"]
             row["speedup_stock_stages"] = t["reference"] / t["ours_stock_stages"]
+    if compile_mode is not None:
+        row["compiled_s"] = t["ours_compiled"]
+        row["speedup_compiled"] = t["reference"] / t["ours_compiled"]
     return row, ours
 
 
@@ -362,6 +388,10 @@ def main(argv=None) -> List[Dict[str, Any]]:
         p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of static,discrete,"
                        "continuous (default: all)")
         p.add_argument("--no-rewire", action="store_true", help="skip the rewiring-cost rows")
+        p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                       choices=("default", "reduce-overhead", "max-autotune"),
+                       help="also time our models under torch.compile(mode=MODE) (default mode: default; "
+                       "reduce-overhead adds CUDA graphs on a GPU)")
 
     args = common.parse_args(__doc__.splitlines()[0], argv, extra)
     device = args.device
@@ -396,7 +426,8 @@ def main(argv=None) -> List[Dict[str, Any]]:
             return x[:n], y[:n]
 
         for kind in kinds:
-            row, _ = bench_kind(kind, *data(kind), device, plan[kind][0], tol, warmup=plan[kind][1])
+            row, _ = bench_kind(kind, *data(kind), device, plan[kind][0], tol, warmup=plan[kind][1],
+                                compile_mode=args.compile)
             row["case"] = f"{kind} B={data(kind)[0].size(0)}"
             rows.append({**row, "batch": data(kind)[0].size(0), **env})
             common.print_table(rows[-1:], title=f"{row['case']} ({time.perf_counter() - start:.0f} s)")
@@ -412,7 +443,8 @@ def main(argv=None) -> List[Dict[str, Any]]:
             row["case"] = f"rewire-{kind} B={data(kind)[0].size(0)}"
             rows.append({**row, "batch": data(kind)[0].size(0), **env})
             common.print_table(rows[-1:], title=f"{row['case']} ({time.perf_counter() - start:.0f} s)")
-    cols = ["case", "ours_s", "reference_s", "speedup", "stock_stages_s", "speedup_stock_stages",
+    cols = ["case", "ours_s", "reference_s", "speedup", "stock_stages_s", "speedup_stock_stages", "compiled_s",
+            "speedup_compiled",
             "images_per_s_ours", "images_per_s_ref", "nfe_ours", "nfe_ref", "rewiring_pct", "fixed_st_s", "reselect_pct", "select_s", "select_pct", "batch"]
     common.print_table(rows, cols, title=f"tiny classifiers, train step, {env['threads']} threads, "
                        f"{device.type}, model={env['model']} (total {time.perf_counter() - start:.0f} s)")
