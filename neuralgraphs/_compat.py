@@ -8,6 +8,9 @@ import torch
 
 _F = TypeVar("_F", bound=Callable)
 _DISABLED: Dict[Callable, Callable] = {}
+# torch.compiler.is_compiling arrived in torch 2.3; torch._utils.is_compiling is its older name (dynamo
+# answers both with True while it traces)
+_is_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", None) or torch._utils.is_compiling
 
 
 def import_pyg():
@@ -46,7 +49,7 @@ def eager_in_compile(fn: _F) -> _F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             return _compile_disabled(fn)(*args, **kwargs)
         return fn(*args, **kwargs)
 
