@@ -45,8 +45,9 @@ def test_compiled_tiny_classifier_matches_eager(kind, backend):
     torch._dynamo.reset()
     torch.manual_seed(0)
     # a small instance of the paper's classifier: 96 nodes, 8 inputs, 16 outputs, 3 blocks for static
-    model = TinyClassifier(kind=kind, num_nodes=96, num_inputs=8, num_outputs=16, density=0.1,
-                           blocks=(8, 40, 48), steps=3, rtol=1e-4, atol=1e-4)
+    extra = {"static": dict(blocks=(8, 40, 48)), "discrete": dict(steps=3),
+             "continuous": dict(rtol=1e-4, atol=1e-4)}[kind]
+    model = TinyClassifier(kind=kind, num_nodes=96, num_inputs=8, num_outputs=16, density=0.1, **extra)
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)
     ref_out, ref_grads = _run(model, model, x, y)

@@ -15,6 +15,11 @@ from neuralgraphs.wiring import FixedWiring, freeze_wiring
 SMALL = dict(num_nodes=40, num_inputs=8, num_outputs=10, blocks=(8, 12, 10, 10), density=0.1)
 
 
+def small(kind):
+    """SMALL for ``kind``: ``blocks`` belongs to the static model only."""
+    return SMALL if kind == "static" else {k: v for k, v in SMALL.items() if k != "blocks"}
+
+
 def _train(model, loader, epochs, lr):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
@@ -122,7 +127,7 @@ def _steps(model, n=3, lr=0.5, seed=0):
 
 @pytest.mark.parametrize("kind", ["static", "discrete"])
 def test_freeze_wiring_keeps_the_learned_edges(kind):
-    model = TinyClassifier(kind, "dnw", **SMALL)
+    model = TinyClassifier(kind, "dnw", **small(kind))
     _steps(model)
     learned = torch.topk(model.graph.weight.detach().abs(), model.graph.wiring.num_active).indices.sort().values
     freeze_wiring(model)
@@ -170,3 +175,28 @@ def test_classifiers_reject_bad_batches_naming_x():
                 model(x)
         assert model(good).shape == (2, 10)
 
+
+
+@pytest.mark.parametrize("cls, kwargs, name", [
+    (TinyClassifier, dict(kind="static", rtol=1e-4), "rtol"),
+    (TinyClassifier, dict(kind="static", adjoint=False), "adjoint"),
+    (TinyClassifier, dict(kind="discrete", blocks=(32, 768)), "blocks"),
+    (TinyClassifier, dict(kind="continuous", steps=3), "steps"),
+    (TinyClassifier, dict(kind="discrete", method="rk4"), "method"),
+    (DigitsGraphClassifier, dict(kind="discrete", num_blocks=3), "num_blocks"),
+    (DigitsGraphClassifier, dict(kind="static", options={"step_size": 0.5}), "options"),
+    (DigitsGraphClassifier, dict(kind="static", as_images=False, num_inputs=20), "num_inputs"),
+    (DigitsGraphClassifier, dict(kind="static", as_images=True, head="identity"), "head"),
+])
+def test_kind_specific_arguments_are_not_silently_ignored(cls, kwargs, name):
+    # an argument the chosen kind (or version) does not use is an error, even at its default value
+    with pytest.raises(ValueError, match=rf"^{name}: used only with"):
+        cls(**kwargs)
+
+
+def test_kind_specific_arguments_reach_their_kind():
+    assert TinyClassifier("discrete", steps=2, **small("discrete")).graph.steps == 2
+    m = TinyClassifier("continuous", rtol=1e-4, atol=1e-5, method="bosh3", **small("continuous"))
+    assert (m.graph.rtol, m.graph.atol, m.graph.method) == (1e-4, 1e-5, "bosh3")
+    assert isinstance(DigitsGraphClassifier("static", as_images=False, head="identity").fc, torch.nn.Identity)
+    assert DigitsGraphClassifier("static", num_inputs=4, num_outputs=6).graph.inputs.numel() == 4

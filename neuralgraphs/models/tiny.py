@@ -89,6 +89,27 @@ def _build_graph_module(kind: str, graph: NeuralGraph, wiring: str, k: int, *, i
                                adjoint=adjoint, options=options, **budget)
 
 
+def _only_for(selector: str, selected: Any, uses: Dict[str, Sequence[Any]], given: Dict[str, Any],
+              defaults: Dict[str, Any]) -> Dict[str, Any]:
+    """Arguments that only some settings of ``selector`` (``kind``, ``as_images``) use, with their defaults
+    filled in.  One given (not :obj:`None`) where it is not used raises a ``ValueError`` naming it, instead
+    of being silently ignored."""
+    out = {}
+    for name, value in given.items():
+        if value is not None and selected not in uses[name]:
+            allowed = " or ".join(f"{selector}={v!r}" for v in uses[name])
+            raise ValueError(f"{name}: used only with {allowed}, but {name}={value!r} was given with "
+                             f"{selector}={selected!r}; leave it out")
+        out[name] = defaults[name] if value is None else value
+    return out
+
+
+_TINY_USES = {"blocks": ("static",), "steps": ("discrete",), "rtol": ("continuous",), "atol": ("continuous",),
+              "method": ("continuous",), "adjoint": ("continuous",), "options": ("continuous",)}
+_TINY_DEFAULTS = {"blocks": (32, 192, 192, 192, 192), "steps": 5, "rtol": 1e-3, "atol": 1e-3,
+                  "method": "dopri5", "adjoint": False, "options": None}
+
+
 def _check_common(kind, wiring, steps, method, rtol, atol, adjoint, options, seed, backend) -> None:
     _check_choice(kind, "kind", KINDS)
     _check_choice(wiring, "wiring", WIRINGS)
@@ -146,10 +167,13 @@ class TinyClassifier(nn.Module):
             (default: ``32``)
         num_outputs: output nodes read by the head.  (default: ``100``)
         density: edge budget as a fraction of ``num_nodes ** 2``.  (default: ``0.05``)
-        blocks: block sizes of the static candidate DAG.  (default: ``(32, 192, 192, 192, 192)``)
-        steps: discrete-time steps :math:`T`.  (default: ``5``)
-        method, rtol, atol, adjoint, options: the ODE solver of the continuous model.
+        blocks: block sizes of the static candidate DAG (``kind="static"`` only).
+            (default: ``(32, 192, 192, 192, 192)``)
+        steps: discrete-time steps :math:`T` (``kind="discrete"`` only).  (default: ``5``)
+        method, rtol, atol, adjoint, options: the ODE solver (``kind="continuous"`` only).
             (default: ``"dopri5"``, ``1e-3``, ``1e-3``, :obj:`False`, :obj:`None`)
+
+    A kind-specific argument given for another kind raises a ``ValueError`` rather than being ignored.
         in_channels: image channels.  (default: ``3``)
         num_classes: classes.  (default: ``10``)
         readout: side of the central square read by the head, :obj:`None` for the whole map.  (default: ``4``)
@@ -161,12 +185,17 @@ class TinyClassifier(nn.Module):
     """
 
     def __init__(self, kind: str = "static", wiring: str = "dnw", num_nodes: int = 800, num_inputs: int = 32,
-                 num_outputs: int = 100, density: float = 0.05,
-                 blocks: Sequence[int] = (32, 192, 192, 192, 192), steps: int = 5, rtol: float = 1e-3,
-                 atol: float = 1e-3, method: str = "dopri5", adjoint: bool = False,
+                 num_outputs: int = 100, density: float = 0.05, blocks: Optional[Sequence[int]] = None,
+                 steps: Optional[int] = None, rtol: Optional[float] = None, atol: Optional[float] = None,
+                 method: Optional[str] = None, adjoint: Optional[bool] = None,
                  options: Optional[Dict[str, Any]] = None, in_channels: int = 3, num_classes: int = 10,
                  readout: Optional[int] = 4, seed: int = 0, backend: str = "auto") -> None:
         super().__init__()
+        _check_choice(kind, "kind", KINDS)
+        given = dict(blocks=blocks, steps=steps, rtol=rtol, atol=atol, method=method, adjoint=adjoint,
+                     options=options)
+        a = _only_for("kind", kind, _TINY_USES, given, _TINY_DEFAULTS)
+        blocks, steps, rtol, atol, method, adjoint, options = (a[n] for n in given)
         _check_common(kind, wiring, steps, method, rtol, atol, adjoint, options, seed, backend)
         for name, v in (("num_nodes", num_nodes), ("num_inputs", num_inputs), ("num_outputs", num_outputs),
                         ("in_channels", in_channels), ("num_classes", num_classes)):
@@ -213,6 +242,13 @@ class TinyClassifier(nn.Module):
         return self.fc(center_mean(z, self.readout))
 
 
+_DIGITS_USES = {"num_blocks": ("static",), "steps": ("discrete",), "method": ("continuous",),
+                "rtol": ("continuous",), "atol": ("continuous",), "options": ("continuous",)}
+_DIGITS_VERSION_USES = {"num_inputs": (True,), "num_outputs": (True,), "head": (False,)}
+_DIGITS_DEFAULTS = {"num_blocks": 2, "steps": 3, "method": "rk4", "rtol": 1e-3, "atol": 1e-3, "options": None,
+                    "num_inputs": 8, "num_outputs": 16, "head": "linear"}
+
+
 class DigitsGraphClassifier(nn.Module):
     r"""A small neural-graph classifier for the bundled 8x8 digits (seconds per epoch on a CPU).
 
@@ -237,10 +273,11 @@ class DigitsGraphClassifier(nn.Module):
         num_outputs: output nodes (image version only; the vector version has 10).  (default: ``16``)
         density: edge budget as a fraction of ``num_nodes ** 2``.  (default: ``0.15``)
         as_images: image or vector version.  (default: :obj:`True`)
-        num_blocks: hidden blocks of the static graph.  (default: ``2``)
-        steps: discrete-time steps.  (default: ``3``)
-        method, rtol, atol, options: ODE solver.  (default: ``"rk4"`` with ``{"step_size": 0.5}``)
-        head: ``"linear"`` or ``"identity"`` (vector version).  (default: ``"linear"``)
+        num_blocks: hidden blocks of the static graph (``kind="static"`` only).  (default: ``2``)
+        steps: discrete-time steps (``kind="discrete"`` only).  (default: ``3``)
+        method, rtol, atol, options: ODE solver (``kind="continuous"`` only).  (default: ``"rk4"`` with
+            ``{"step_size": 0.5}``, rtol = atol = ``1e-3``)
+        head: ``"linear"`` or ``"identity"`` (vector version only).  (default: ``"linear"``)
         seed: seed of the initial weights and of a random wiring.  (default: ``0``)
         backend: propagation backend.  (default: ``"auto"``)
 
@@ -249,16 +286,24 @@ class DigitsGraphClassifier(nn.Module):
     """
 
     def __init__(self, kind: str = "static", wiring: str = "dnw", num_nodes: Optional[int] = None,
-                 num_inputs: int = 8, num_outputs: int = 16, density: float = 0.15, as_images: bool = True,
-                 num_blocks: int = 2, steps: int = 3, method: str = "rk4", rtol: float = 1e-3,
-                 atol: float = 1e-3, options: Optional[Dict[str, Any]] = None, head: str = "linear",
-                 seed: int = 0, backend: str = "auto") -> None:
+                 num_inputs: Optional[int] = None, num_outputs: Optional[int] = None, density: float = 0.15,
+                 as_images: bool = True, num_blocks: Optional[int] = None, steps: Optional[int] = None,
+                 method: Optional[str] = None, rtol: Optional[float] = None, atol: Optional[float] = None,
+                 options: Optional[Dict[str, Any]] = None, head: Optional[str] = None, seed: int = 0,
+                 backend: str = "auto") -> None:
         super().__init__()
+        _check_choice(kind, "kind", KINDS)
+        if not isinstance(as_images, bool):
+            raise TypeError(f"as_images: expected a bool, got {type(as_images).__name__}")
+        given = dict(num_blocks=num_blocks, steps=steps, method=method, rtol=rtol, atol=atol, options=options)
+        a = _only_for("kind", kind, _DIGITS_USES, given, _DIGITS_DEFAULTS)
+        num_blocks, steps, method, rtol, atol, options = (a[n] for n in given)
+        given = dict(num_inputs=num_inputs, num_outputs=num_outputs, head=head)
+        a = _only_for("as_images", as_images, _DIGITS_VERSION_USES, given, _DIGITS_DEFAULTS)
+        num_inputs, num_outputs, head = (a[n] for n in given)
         if options is None and method in ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams"):
             options = {"step_size": 0.5}
         _check_common(kind, wiring, steps, method, rtol, atol, False, options, seed, backend)
-        if not isinstance(as_images, bool):
-            raise TypeError(f"as_images: expected a bool, got {type(as_images).__name__}")
         _check_choice(head, "head", ("linear", "identity"))
         _check_int(num_blocks, "num_blocks")
         _check_density(density)
