@@ -262,13 +262,15 @@ def make_reference(ours: nn.Module, kind: str, tol: float) -> ReferenceTiny:
 
 
 # ------------------------------------------------------------------------------------------- the step
-def make_step(model: nn.Module, x: Tensor, y: Tensor):
+def make_step(model: nn.Module, x: Tensor, y: Tensor, forward=None):
+    """One SGD training step of ``model`` (called through ``forward``, e.g. a compiled module, if given)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     model.train()
+    forward = model if forward is None else forward
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(forward(x), y)
         loss.backward()
         opt.step()
         return float(loss.detach())
@@ -293,17 +295,7 @@ def bench_kind(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats: i
         # ours under torch.compile (inductor; "reduce-overhead" adds CUDA graphs on a GPU).  The warm-up round
         # pays for the compilation.
         twin = make_ours(kind, "dnw", tol).to(device)
-        compiled = torch.compile(twin, mode=compile_mode)
-        opt = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-
-        def compiled_step() -> float:
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(compiled(x), y)
-            loss.backward()
-            opt.step()
-            return float(loss.detach())
-
-        steps["ours_compiled"] = compiled_step
+        steps["ours_compiled"] = make_step(twin, x, y, forward=torch.compile(twin, mode=compile_mode))
     stock = None
     if kind == "continuous" and hasattr(graph_of(ours), "lean_stages"):
         # ours with torchdiffeq's own Runge-Kutta step: how much of the speedup is the lean stage backward
