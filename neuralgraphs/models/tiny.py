@@ -110,8 +110,8 @@ _TINY_DEFAULTS = {"blocks": (32, 192, 192, 192, 192), "steps": 5, "rtol": 1e-3, 
                   "method": "dopri5", "adjoint": False, "options": None}
 
 
-def _check_common(kind, wiring, steps, method, rtol, atol, adjoint, options, seed, backend) -> None:
-    _check_choice(kind, "kind", KINDS)
+def _check_common(wiring, steps, method, rtol, atol, adjoint, options, seed, backend) -> None:
+    """The arguments both classifiers share (``kind`` is checked first, before its arguments are resolved)."""
     _check_choice(wiring, "wiring", WIRINGS)
     _check_int(steps, "steps")
     _check_int(seed, "seed", 0)
@@ -154,6 +154,9 @@ class TinyClassifier(nn.Module):
     parameters (:func:`neuralgraphs.analysis.count_parameters` at initialisation; the paper: about 41k).
     The 92 non-output nodes of the last block can never reach an output, so they are not live.
 
+    A kind-specific argument (``blocks``, ``steps``, the solver's) given for another kind raises a
+    ``ValueError`` rather than being ignored.
+
     Fine-tuning and lottery tickets: train with ``wiring="dnw"``, then call
     :func:`neuralgraphs.wiring.freeze_wiring` on the model (``freeze_wiring(model)`` keeps the trained weights
     and fixes the learned edges; ``freeze_wiring(model, reset_to=initial_state_dict)`` also resets every weight
@@ -172,8 +175,6 @@ class TinyClassifier(nn.Module):
         steps: discrete-time steps :math:`T` (``kind="discrete"`` only).  (default: ``5``)
         method, rtol, atol, adjoint, options: the ODE solver (``kind="continuous"`` only).
             (default: ``"dopri5"``, ``1e-3``, ``1e-3``, :obj:`False`, :obj:`None`)
-
-    A kind-specific argument given for another kind raises a ``ValueError`` rather than being ignored.
         in_channels: image channels.  (default: ``3``)
         num_classes: classes.  (default: ``10``)
         readout: side of the central square read by the head, :obj:`None` for the whole map.  (default: ``4``)
@@ -196,7 +197,7 @@ class TinyClassifier(nn.Module):
                      options=options)
         a = _only_for("kind", kind, _TINY_USES, given, _TINY_DEFAULTS)
         blocks, steps, rtol, atol, method, adjoint, options = (a[n] for n in given)
-        _check_common(kind, wiring, steps, method, rtol, atol, adjoint, options, seed, backend)
+        _check_common(wiring, steps, method, rtol, atol, adjoint, options, seed, backend)
         for name, v in (("num_nodes", num_nodes), ("num_inputs", num_inputs), ("num_outputs", num_outputs),
                         ("in_channels", in_channels), ("num_classes", num_classes)):
             _check_int(v, name)
@@ -303,7 +304,7 @@ class DigitsGraphClassifier(nn.Module):
         num_inputs, num_outputs, head = (a[n] for n in given)
         if options is None and method in ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams"):
             options = {"step_size": 0.5}
-        _check_common(kind, wiring, steps, method, rtol, atol, False, options, seed, backend)
+        _check_common(wiring, steps, method, rtol, atol, False, options, seed, backend)
         _check_choice(head, "head", ("linear", "identity"))
         _check_int(num_blocks, "num_blocks")
         _check_density(density)
