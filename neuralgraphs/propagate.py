@@ -12,7 +12,8 @@ Neither materialises an ``E x F`` message tensor, and neither reorders the featu
 node features may arrive node-major (``[N, F]``, PyG's layout, or ``[B, N, *]`` whose transpose is
 contiguous), feature-major (``[B, N, *]`` with the nodes innermost in memory: channels-last images, or
 ``[B, N]``) or batched (a contiguous ``[B, N, *]``, NCHW), and the dense backend multiplies each in place
-(on CPU through oneDNN's 1x1 convolution, which runs these products near peak).  The sparse backend reads
+(on CPU through oneDNN: its matmul for node-major operands, its 1x1 convolution otherwise; both run these
+products near peak, where MKL's GEMM reaches about half of it on the AMD CPUs measured).  The sparse backend reads
 node-major features; other layouts are converted once per call.  The output comes back in the layout
 the product produced (node-major for ``"csr"``, the input's for ``"dense"``), as a view of the right
 shape.  The weight gradient is the true gradient
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn.grad import conv2d_weight
 
 from neuralgraphs._compat import eager_in_compile, silence_sparse_beta_notices
@@ -61,6 +63,52 @@ def _use_onednn(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32
 
 
+# Feature-major weight gradients go through oneDNN's matmul from this many input nodes on: below it the
+# matmul's copy of the transposed output gradient costs more than it saves (measured at F = 2048: 0.4-0.6x
+# of the convolution at 32 and 124 input nodes, 1.1-1.4x at 508-800).
+MATMUL_MIN_INPUT_NODES = 256
+
+_MATMUL_UNRESOLVED = object()
+_matmul_op = _MATMUL_UNRESOLVED
+
+
+def _onednn_matmul():
+    """oneDNN's matmul primitive as ``(a, b) -> a @ b.t()``, or :obj:`None` where this torch has none.
+
+    torch exposes it as ``torch.ops.mkldnn._linear_pointwise`` (the op its inductor CPU backend emits for
+    linear layers): 1.1-1.5x faster than the 1x1 convolution on node-major operands (N = 800 and 3328,
+    F = 4096-16384), and it reads a transposed ``b`` in place.  It is not public API, so it is used only
+    after a probe with small integers (exact in fp32), strided operands included, gives the right answer.
+    """
+    global _matmul_op
+    if _matmul_op is _MATMUL_UNRESOLVED:
+        _matmul_op = None
+        try:
+            op = torch.ops.mkldnn._linear_pointwise
+            a = torch.arange(6.0).view(2, 3)
+            b = torch.arange(12.0).view(3, 4)
+            if torch.backends.mkldnn.is_available() and torch.equal(op(a, b.t(), None, "none", [], ""),
+                                                                    torch.mm(a, b)) \
+                    and torch.equal(op(b.t(), a, None, "none", [], ""), torch.mm(b.t(), a.t())):
+                _matmul_op = op
+        except (AttributeError, RuntimeError, TypeError):
+            pass
+    return _matmul_op
+
+
+def _matmul_ok(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a @ b.t()`` may go through oneDNN's matmul: fp32 on CPU, oneDNN enabled, nonempty, and no
+    autograd graph to record (the op has no derivative)."""
+    return (_use_onednn(a) and a.numel() > 0 and b.numel() > 0 and torch.backends.mkldnn.enabled
+            and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+            and _onednn_matmul() is not None)
+
+
+def _matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b.t()`` through oneDNN's matmul (check :func:`_matmul_ok` first)."""
+    return _matmul_op(a, b, None, "none", [], "")
+
+
 # ------------------------------------------------------------------------------------------ dense kernels
 def _conv_view(m: Tensor, layout: str, nodes: int) -> Tensor:
     """A 4-D view of a canonical feature matrix that oneDNN reads as a 1x1 convolution input (no copy)."""
@@ -82,6 +130,8 @@ def _from_conv(y: Tensor, layout: str) -> Tensor:
 def dense_mm(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
     """``mat @ x`` for ``mat`` ``[O, I]`` and features ``m`` with ``I`` nodes in ``layout``; same layout out."""
     o, i = mat.shape
+    if layout == NODE_MAJOR and _matmul_ok(mat, m):
+        return _matmul(mat, m.t())
     if _use_onednn(m):
         return _from_conv(F.conv2d(_conv_view(m, layout, i), mat.reshape(o, i, 1, 1)), layout)
     if layout == NODE_MAJOR:
@@ -98,6 +148,8 @@ def dense_mm_t(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
     a transposed copy of ``mat`` (measured at N = 800 and 3328, F = 512-8192, all three layouts), without
     the ``O x I`` copy."""
     o, i = mat.shape
+    if layout == NODE_MAJOR and _matmul_ok(mat, m):
+        return _matmul(mat.t(), m.t())
     if _use_onednn(m):
         return _from_conv(F.conv_transpose2d(_conv_view(m, layout, o), mat.reshape(o, i, 1, 1)), layout)
     return dense_mm(mat.t(), m, layout)
@@ -115,6 +167,10 @@ def dense_outer(g: Tensor, m: Tensor, layout: str = NODE_MAJOR, g_layout: Option
         g, m = _node_major(g, g_layout).contiguous(), _node_major(m, layout).contiguous()
         layout = g_layout = NODE_MAJOR
     o, i = _nodes_of(g, g_layout), _nodes_of(m, layout)
+    if layout == g_layout == NODE_MAJOR and _matmul_ok(g, m):
+        return _matmul(g, m)
+    if layout == g_layout == FEATURE_MAJOR and i >= MATMUL_MIN_INPUT_NODES and _matmul_ok(g, m):
+        return _matmul(g.t(), m.t())
     if _use_onednn(m):
         # oneDNN's forward 1x1 convolution as a GEMM over the features (the features become the input
         # channels): 1.5-2x faster than its weight-gradient kernel or MKL's GEMM when one operand is
@@ -503,6 +559,7 @@ class _Propagate(torch.autograd.Function):
         return _shaped(out, out_layout, tuple(shape), node_dim)
 
     @staticmethod
+    @once_differentiable  # the backward products are not recorded: a second derivative raises, not lies
     def backward(ctx, grad_out: Tensor):
         m, edge_weight = ctx.saved_tensors
         plan, node_dim = ctx.plan, ctx.node_dim

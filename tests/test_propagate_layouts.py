@@ -179,3 +179,95 @@ def test_order_check_sees_a_swap_across_its_chunks():
     info = _candidates(dup, n, n)
     info.check(dup)
     assert info.is_sorted and not info.strictly_sorted
+
+
+# ------------------------------------------------------------------------ oneDNN matmul and its fallback
+import neuralgraphs.propagate as P  # noqa: E402
+
+
+@pytest.fixture(params=["onednn_matmul", "convolution"])
+def dense_kernel(request, monkeypatch):
+    """Run a test once with oneDNN's matmul (where this torch has it) and once with it unavailable."""
+    if request.param == "convolution":
+        monkeypatch.setattr(P, "_matmul_op", None)
+    elif P._onednn_matmul() is None:
+        pytest.skip("this torch has no oneDNN matmul")
+    return request.param
+
+
+@pytest.mark.parametrize("layout", [P.NODE_MAJOR, P.FEATURE_MAJOR, P.BATCHED])
+@pytest.mark.parametrize("num_out,num_in", [(9, 300), (300, 9), (5, 7)])  # across MATMUL_MIN_INPUT_NODES
+def test_dense_kernels_every_layout_against_float64(dense_kernel, layout, num_out, num_in):
+    gen = torch.Generator().manual_seed(num_out * num_in)
+    mat = torch.randn(num_out, num_in, generator=gen)
+    x64 = torch.randn(num_in, 2, 6, dtype=torch.float64, generator=gen)  # node-major [I, B, S]
+    g64 = torch.randn(num_out, 2, 6, dtype=torch.float64, generator=gen)
+
+    def as_layout(t):  # [n, B, S] float64 -> the float32 matrix of that layout
+        t = t.float()
+        if layout == P.NODE_MAJOR:
+            return t.reshape(t.size(0), -1).contiguous()
+        if layout == P.FEATURE_MAJOR:
+            return t.reshape(t.size(0), -1).t().contiguous()
+        return t.transpose(0, 1).contiguous()
+
+    def node_major(m):
+        if layout == P.NODE_MAJOR:
+            return m.double()
+        if layout == P.FEATURE_MAJOR:
+            return m.t().double()
+        return m.transpose(0, 1).reshape(m.size(1), -1).double()
+
+    x, g = as_layout(x64), as_layout(g64)
+    xm, gm, mat64 = x64.reshape(num_in, -1), g64.reshape(num_out, -1), mat.double()
+    tol = dict(rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(node_major(P.dense_mm(mat, x, layout)), mat64 @ xm, **tol)
+    torch.testing.assert_close(node_major(P.dense_mm_t(mat, g, layout)), mat64.t() @ gm, **tol)
+    torch.testing.assert_close(P.dense_outer(g, x, layout).double(), gm @ xm.t(), **tol)
+
+
+def test_onednn_matmul_is_used_for_node_major_products(monkeypatch):
+    if P._onednn_matmul() is None:
+        pytest.skip("this torch has no oneDNN matmul")
+    calls = []
+    real = P._matmul_op
+    monkeypatch.setattr(P, "_matmul_op", lambda *a: calls.append(a[:2]) or real(*a))
+    ei = complete_graph(6).edge_index
+    x = torch.randn(6, 10, requires_grad=True)
+    w = torch.randn(36, requires_grad=True)
+    propagate(x, ei, w, backend="dense").sum().backward()
+    assert len(calls) == 3  # forward, input gradient, weight gradient
+    calls.clear()
+    with torch.no_grad():
+        propagate(x.double(), ei, w.double(), backend="dense")  # fp64 is not oneDNN's
+    assert calls == []
+
+
+@pytest.mark.parametrize("behaviour", ["wrong", "raises", "missing"])
+def test_onednn_matmul_probe_rejects_a_bad_op(monkeypatch, behaviour):
+    class FakeNamespace:
+        def __getattr__(self, name):
+            if behaviour == "missing":
+                raise AttributeError(name)
+
+            def op(a, b, *rest):
+                if behaviour == "raises":
+                    raise RuntimeError("no oneDNN here")
+                return a @ b.t() + 1  # off by one
+            return op
+
+    monkeypatch.setattr(torch.ops, "mkldnn", FakeNamespace(), raising=False)
+    monkeypatch.setattr(P, "_matmul_op", P._MATMUL_UNRESOLVED)
+    assert P._onednn_matmul() is None
+    ei = complete_graph(4).edge_index
+    x, w = torch.randn(4, 3), torch.randn(16)
+    torch.testing.assert_close(propagate(x, ei, w, backend="dense"), w.view(4, 4) @ x)
+
+
+def test_second_derivative_raises_instead_of_being_wrong():
+    ei = complete_graph(3).edge_index
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(9, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(propagate(x, ei, w).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|twice"):
+        gx.sum().backward()
