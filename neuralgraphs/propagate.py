@@ -445,7 +445,10 @@ class PropagationPlan:
     def _active_dst_src(self):
         if self.active is None:
             return self.dst, self.src
-        return self.dst[self.active], self.src[self.active]
+        if self.num_in > 0 and self.complete:  # an edge's index is its matrix position: no gather
+            return torch.div(self.active, self.num_in, rounding_mode="floor"), self.active % self.num_in
+        # index_select: half the time of advanced indexing for these 1-D gathers
+        return self.dst.index_select(0, self.active), self.src.index_select(0, self.active)
 
     def csr_index(self):
         """``(crow, col)`` of the active edges."""
@@ -463,8 +466,9 @@ class PropagationPlan:
         if self._t is None:
             dst, src = self._active_dst_src()
             # edges are sorted by (target, source): a stable sort by source alone gives (source, target)
-            src_sorted, perm = torch.sort(src, stable=True)
-            self._t = (_row_pointers(src_sorted, self.num_in), dst[perm], perm)
+            # (row pointers by searchsorted: bincount would synchronise with a GPU to size its output)
+            perm = torch.argsort(src, stable=True)
+            self._t = (_row_pointers(src.index_select(0, perm), self.num_in), dst.index_select(0, perm), perm)
         return self._t
 
     def _sampled_outer(self, crow: Tensor, col: Tensor, grad_out: Tensor, x: Tensor) -> Tensor:
@@ -475,7 +479,7 @@ class PropagationPlan:
         return torch.sparse.sampled_addmm(pattern, grad_out, x.t(), beta=0.0).values()
 
     def active_values(self, edge_weight: Tensor) -> Tensor:
-        return edge_weight if self.active is None else edge_weight[self.active]
+        return edge_weight if self.active is None else edge_weight.index_select(0, self.active)
 
     def dense_matrix(self, edge_weight: Tensor) -> Tensor:
         """The ``[num_out, num_in]`` matrix of the active edges' weights."""
@@ -484,7 +488,7 @@ class PropagationPlan:
         # a scatter of the active edges alone: correct whatever the other weights, and cheaper than of all
         flat = self.flat
         if self._subset:
-            flat, edge_weight = flat[self.active], edge_weight[self.active]
+            flat, edge_weight = flat.index_select(0, self.active), edge_weight.index_select(0, self.active)
         # accumulate: parallel edges (multigraphs from PyG utilities) add up, as in the CSR backend
         m = edge_weight.new_zeros(self.num_out * self.num_in)
         m.index_put_((flat,), edge_weight, accumulate=True)
@@ -498,7 +502,7 @@ class PropagationPlan:
 
     def csr_matrix_t(self, edge_weight: Tensor) -> Tensor:
         crow, col, perm = self.transposed_index()
-        return torch.sparse_csr_tensor(crow, col, self.active_values(edge_weight)[perm],
+        return torch.sparse_csr_tensor(crow, col, self.active_values(edge_weight).index_select(0, perm),
                                        (self.num_in, self.num_out), dtype=edge_weight.dtype,
                                        device=edge_weight.device, check_invariants=False)
 
@@ -523,7 +527,7 @@ class PropagationPlan:
         if self.complete:
             return dense_outer(grad_out, x, layout, grad_layout).reshape(-1)
         if e >= GEMM_MIN_CANDIDATE_DENSITY * self.num_out * self.num_in:
-            return dense_outer(grad_out, x, layout, grad_layout).reshape(-1)[self.flat]
+            return dense_outer(grad_out, x, layout, grad_layout).reshape(-1).index_select(0, self.flat)
         return self._sampled_outer(self.cand.crow(self.edge_index), self.src, _node_major(grad_out, grad_layout),
                                    _node_major(x, layout))
 
