@@ -17,7 +17,10 @@ and the cost of rewiring (DNW against the same model with a fixed mask).
     active edges get gradients).  ``rewiring_pct = (dnw - fixed) / dnw``.  Its two parts: ``reselect_pct``
     against the fixed mask with DNW's straight-through gradient (``FixedWiring(straight_through=True)``,
     time ``fixed_st_s``), i.e. the cost of choosing a new set each step; the rest is the gradient of every
-    candidate.  ``select_pct`` is the top-k selection alone, timed separately.
+    candidate.  ``select_pct`` is the top-k selection alone, timed separately.  Every round of these rows
+    starts from the state the three models had after their warm-up step (weights, normalisation statistics,
+    optimiser state), so each round times the same step; otherwise the models drift apart between rounds,
+    and with them the continuous models' number of function evaluations.
 
 Architecture (the paper's tiny classifiers): stem conv 3->16 3x3 s2, BN, ReLU, depthwise 3x3 s2, 1x1 16->32,
 BN; 800 graph nodes at 8x8, inputs = the 32 stem channels, outputs = the last 100 nodes, averaged over space,
@@ -275,6 +278,17 @@ def make_step(model: nn.Module, x: Tensor, y: Tensor, forward=None):
         opt.step()
         return float(loss.detach())
 
+    def snapshot():
+        """Save the model's and the optimiser's state now; returns a function that restores them."""
+        saved = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+
+        def restore() -> None:
+            with torch.no_grad():
+                model.load_state_dict(saved[0])
+            opt.load_state_dict(saved[1])
+        return restore
+
+    step.snapshot = snapshot
     return step
 
 
@@ -361,7 +375,23 @@ def bench_rewire(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats:
     g = graph_of(fixed_st)
     g.wiring = FixedWiring.like(g.wiring, g.weight, straight_through=True)
     steps = {"dnw": make_step(dnw, x, y), "fixed": make_step(fixed, x, y), "fixed_st": make_step(fixed_st, x, y)}
-    t = common.time_side_by_side(steps, device, repeats=repeats, warmup=warmup)
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    # Every round starts from the state after the warm-up, so every round times the same step: without
+    # this the models drift apart, and an adaptive solver's NFE with them (a DNW step at 32 evaluations
+    # against a fixed-mask step at 38 measures the NFE, not the rewiring)
+    restores = [step.snapshot() for step in steps.values()]
+    nfe: Dict[str, set] = {"dnw": set(), "fixed": set()}
+
+    def after(_: Dict[str, Any]) -> None:
+        for name, m in (("dnw", dnw), ("fixed", fixed)):
+            nfe[name].add(nfe_of(m))
+
+    t = common.time_side_by_side(steps, device, repeats=repeats, warmup=0,
+                                 before_round=lambda: [restore() for restore in restores], after_round=after)
+    if kind == "continuous":  # the same step every round: the same number of evaluations
+        assert len(nfe["dnw"]) == 1 and len(nfe["fixed"]) == 1, f"NFE varied between rounds: {nfe}"
     sel = time_selection(dnw)
     row = common.make_row(f"rewire-{kind}", t["dnw"], t["fixed"],
                           images_per_s_ours=x.size(0) / t["dnw"], images_per_s_ref=x.size(0) / t["fixed"],

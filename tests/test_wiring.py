@@ -113,6 +113,16 @@ def test_topk_hypothesis(n, kfrac, seed, tie):
     assert torch.equal(tw(w).index, a1.index)  # the second call (with a hint) is the same
 
 
+@SETTINGS
+@given(e=st.integers(1, 400), kfrac=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1), tie=st.booleans())
+def test_sync_free_path_of_other_devices_hypothesis(e, kfrac, seed, tie):
+    # the path topk_indices takes on a GPU, run here on CPU: exact top-k, ties to lower indices
+    from neuralgraphs.wiring.select import _topk_indices_sync_free
+    k = max(1, min(e, int(round(kfrac * e))))
+    w = tied_weights(e, seed) if tie else torch.randn(e, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(_topk_indices_sync_free(w.abs(), k), ref_topk(w, k))
+
+
 def test_topk_direct_selector_and_negative_zero():
     scores = torch.tensor([0.0, 1.0, 1.0, 0.5, 1.0, 0.0])
     idx, _ = topk_indices(scores, 2)

@@ -58,9 +58,7 @@ def topk_indices(scores: Tensor, k: int, hint: Optional[float] = None) -> Tuple[
     if k == 0:
         return torch.empty(0, dtype=torch.long, device=scores.device), None
     if scores.device.type != "cpu":
-        threshold = _kth_largest(scores, k)
-        mask = _mask_from_threshold(scores, threshold, k, sync_free=True)
-        return torch.nonzero_static(mask, size=k).view(-1), None
+        return _topk_indices_sync_free(scores, k), None
 
     if hint is not None:
         band = (scores >= hint).nonzero().view(-1)  # ascending
@@ -79,6 +77,14 @@ def topk_indices(scores: Tensor, k: int, hint: Optional[float] = None) -> Tuple[
     threshold = _kth_largest(scores, k)
     mask = _mask_from_threshold(scores, threshold, k, sync_free=False)
     return mask.nonzero().view(-1), _next_hint(scores, k, n)
+
+
+def _topk_indices_sync_free(scores: Tensor, k: int) -> Tensor:
+    """The GPU path of :func:`topk_indices`: no value is read on the host, so the call never waits for the
+    device (the threshold stays a tensor; ``nonzero_static`` knows its output size in advance)."""
+    threshold = _kth_largest(scores, k)
+    mask = _mask_from_threshold(scores, threshold, k, sync_free=True)
+    return torch.nonzero_static(mask, size=k).view(-1)
 
 
 def _margin(n: int, k: int) -> int:
