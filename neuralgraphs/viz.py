@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Sequence, Union
+from typing import Any, List, Mapping, Sequence, Union
 
 import networkx as nx
 

@@ -194,6 +194,20 @@ def test_kind_specific_arguments_are_not_silently_ignored(cls, kwargs, name):
         cls(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, err, name", [
+    (dict(rtol=0.0), ValueError, "rtol"), (dict(atol=-1e-3), ValueError, "atol"),
+    (dict(rtol=True), ValueError, "rtol"), (dict(method="euler2"), ValueError, "method"),
+    (dict(method=["dopri5"]), TypeError, "method"), (dict(adjoint=1), TypeError, "adjoint"),
+    (dict(options=[("step_size", 0.5)]), TypeError, "options"),
+])
+def test_bad_solver_arguments_are_named(kwargs, err, name):
+    with pytest.raises(err, match=rf"^{name}: expected"):
+        TinyClassifier("continuous", **kwargs, **small("continuous"))
+    if name != "adjoint":  # the digits classifier has no adjoint argument
+        with pytest.raises(err, match=rf"^{name}: expected"):
+            DigitsGraphClassifier("continuous", **kwargs)
+
+
 def test_kind_specific_arguments_reach_their_kind():
     assert TinyClassifier("discrete", steps=2, **small("discrete")).graph.steps == 2
     m = TinyClassifier("continuous", rtol=1e-4, atol=1e-5, method="bosh3", **small("continuous"))

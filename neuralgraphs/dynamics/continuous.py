@@ -76,6 +76,8 @@ class ContinuousTimeGraph(WiredGraph):
                  backend: str = "auto") -> None:
         from torchdiffeq._impl.odeint import SOLVERS
 
+        if not isinstance(method, str):
+            raise TypeError(f"method: expected a torchdiffeq method name, got {type(method).__name__}")
         if method not in SOLVERS:
             raise ValueError(f"method: expected one of {sorted(SOLVERS)}, got {method!r}")
         for name, v in (("t_end", t_end), ("rtol", rtol), ("atol", atol)):

@@ -110,20 +110,12 @@ _TINY_DEFAULTS = {"blocks": (32, 192, 192, 192, 192), "steps": 5, "rtol": 1e-3, 
                   "method": "dopri5", "adjoint": False, "options": None}
 
 
-def _check_common(wiring, steps, method, rtol, atol, adjoint, options, seed, backend) -> None:
-    """The arguments both classifiers share (``kind`` is checked first, before its arguments are resolved)."""
+def _check_common(wiring, steps, seed, backend) -> None:
+    """The arguments both classifiers share (``kind`` is checked first, before its arguments are resolved;
+    the solver's arguments by :class:`ContinuousTimeGraph`)."""
     _check_choice(wiring, "wiring", WIRINGS)
     _check_int(steps, "steps")
     _check_int(seed, "seed", 0)
-    if not isinstance(method, str):
-        raise TypeError(f"method: expected a torchdiffeq method name, got {type(method).__name__}")
-    for name, v in (("rtol", rtol), ("atol", atol)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ValueError(f"{name}: expected a positive number, got {v!r}")
-    if not isinstance(adjoint, bool):
-        raise TypeError(f"adjoint: expected a bool, got {type(adjoint).__name__}")
-    if options is not None and not isinstance(options, dict):
-        raise TypeError(f"options: expected a dict of solver options or None, got {type(options).__name__}")
     _check_choice(backend, "backend", ("auto", "dense", "csr"))
 
 
@@ -197,7 +189,7 @@ class TinyClassifier(nn.Module):
                      options=options)
         a = _only_for("kind", kind, _TINY_USES, given, _TINY_DEFAULTS)
         blocks, steps, rtol, atol, method, adjoint, options = (a[n] for n in given)
-        _check_common(wiring, steps, method, rtol, atol, adjoint, options, seed, backend)
+        _check_common(wiring, steps, seed, backend)
         for name, v in (("num_nodes", num_nodes), ("num_inputs", num_inputs), ("num_outputs", num_outputs),
                         ("in_channels", in_channels), ("num_classes", num_classes)):
             _check_int(v, name)
@@ -304,7 +296,7 @@ class DigitsGraphClassifier(nn.Module):
         num_inputs, num_outputs, head = (a[n] for n in given)
         if options is None and method in ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams"):
             options = {"step_size": 0.5}
-        _check_common(wiring, steps, method, rtol, atol, False, options, seed, backend)
+        _check_common(wiring, steps, seed, backend)
         _check_choice(head, "head", ("linear", "identity"))
         _check_int(num_blocks, "num_blocks")
         _check_density(density)
