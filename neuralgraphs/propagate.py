@@ -13,8 +13,8 @@ node features may arrive node-major (``[N, F]``, PyG's layout, or ``[B, N, *]`` 
 contiguous), feature-major (``[B, N, *]`` with the nodes innermost in memory: channels-last images, or
 ``[B, N]``) or batched (a contiguous ``[B, N, *]``, NCHW), and the dense backend multiplies each in place
 (on CPU through oneDNN: its matmul for node-major operands, its 1x1 convolution otherwise; both run these
-products near peak, where MKL's GEMM reaches about half of it on the AMD CPUs measured).  The sparse backend reads
-node-major features; other layouts are converted once per call.  The output comes back in the layout
+products near peak, where MKL's GEMM reaches about half of it on the AMD CPUs measured).  The sparse
+backend reads node-major features; other layouts are converted once per call.  The output comes back in the layout
 the product produced (node-major for ``"csr"``, the input's for ``"dense"``), as a view of the right
 shape.  The weight gradient is the true gradient
 :math:`\partial L / \partial w_e = \langle \mathbf{g}_t, \mathbf{x}_s \rangle` for **every** edge passed in,
