@@ -104,6 +104,18 @@ def _matmul_ok(a: Tensor, b: Tensor) -> bool:
             and _onednn_matmul() is not None)
 
 
+# Rows per block of a transposing copy: torch copies a large transposed matrix at about 5 GB/s, and
+# 128-row blocks, whose source stays in cache, twice as fast (6.5 MB: 0.93 ms against 0.47 ms).
+TRANSPOSE_ROWS = 128
+
+
+def _transposed_copy(m: Tensor) -> Tensor:
+    """``m.t().contiguous()`` of a 2-D ``m``, copied in blocks of :data:`TRANSPOSE_ROWS` rows."""
+    if m.size(0) <= TRANSPOSE_ROWS:
+        return m.t().contiguous()
+    return torch.cat([m[s:s + TRANSPOSE_ROWS].t() for s in range(0, m.size(0), TRANSPOSE_ROWS)], 1)
+
+
 def _matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b.t()`` through oneDNN's matmul (check :func:`_matmul_ok` first)."""
     return _matmul_op(a, b, None, "none", [], "")
@@ -170,7 +182,8 @@ def dense_outer(g: Tensor, m: Tensor, layout: str = NODE_MAJOR, g_layout: Option
     if layout == g_layout == NODE_MAJOR and _matmul_ok(g, m):
         return _matmul(g, m)
     if layout == g_layout == FEATURE_MAJOR and i >= MATMUL_MIN_INPUT_NODES and _matmul_ok(g, m):
-        return _matmul(g.t(), m.t())
+        # the matmul wants a contiguous first operand: the transposed gradient, copied in cached blocks
+        return _matmul(_transposed_copy(g), m.t())
     if _use_onednn(m):
         # oneDNN's forward 1x1 convolution as a GEMM over the features (the features become the input
         # channels): 1.5-2x faster than its weight-gradient kernel or MKL's GEMM when one operand is

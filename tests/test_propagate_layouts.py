@@ -197,11 +197,12 @@ def dense_kernel(request, monkeypatch):
 
 @pytest.mark.parametrize("layout", [P.NODE_MAJOR, P.FEATURE_MAJOR, P.BATCHED])
 @pytest.mark.parametrize("num_out,num_in", [(9, 300), (300, 9), (5, 7)])  # across MATMUL_MIN_INPUT_NODES
-def test_dense_kernels_every_layout_against_float64(dense_kernel, layout, num_out, num_in):
+@pytest.mark.parametrize("size", [6, 100])  # 12 or 200 feature rows: one block or several of TRANSPOSE_ROWS
+def test_dense_kernels_every_layout_against_float64(dense_kernel, layout, num_out, num_in, size):
     gen = torch.Generator().manual_seed(num_out * num_in)
     mat = torch.randn(num_out, num_in, generator=gen)
-    x64 = torch.randn(num_in, 2, 6, dtype=torch.float64, generator=gen)  # node-major [I, B, S]
-    g64 = torch.randn(num_out, 2, 6, dtype=torch.float64, generator=gen)
+    x64 = torch.randn(num_in, 2, size, dtype=torch.float64, generator=gen)  # node-major [I, B, S]
+    g64 = torch.randn(num_out, 2, size, dtype=torch.float64, generator=gen)
 
     def as_layout(t):  # [n, B, S] float64 -> the float32 matrix of that layout
         t = t.float()
@@ -224,6 +225,13 @@ def test_dense_kernels_every_layout_against_float64(dense_kernel, layout, num_ou
     torch.testing.assert_close(node_major(P.dense_mm(mat, x, layout)), mat64 @ xm, **tol)
     torch.testing.assert_close(node_major(P.dense_mm_t(mat, g, layout)), mat64.t() @ gm, **tol)
     torch.testing.assert_close(P.dense_outer(g, x, layout).double(), gm @ xm.t(), **tol)
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (1, 5), (128, 3), (129, 7), (300, 1), (1000, 37)])
+def test_transposed_copy_in_blocks(shape):
+    m = torch.randn(shape)
+    t = P._transposed_copy(m)
+    assert t.is_contiguous() and torch.equal(t, m.t())
 
 
 def test_onednn_matmul_is_used_for_node_major_products(monkeypatch):
