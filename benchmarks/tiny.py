@@ -459,8 +459,8 @@ def main(argv=None) -> List[Dict[str, Any]]:
             if args.quick and kind == "continuous":
                 continue  # --quick: no continuous rewiring row (the full run has it)
             reps, warm = plan[kind]
-            # the rewiring cost is a difference of two similar times: more repeats than the speed rows
-            reps = reps + 2 if kind == "continuous" else 3 * reps
+            # the rewiring cost is a difference of two similar times: three times the repeats of the speed rows
+            reps = 3 * reps
             row = bench_rewire(kind, *data(kind), device, reps, tol, warm)
             row["case"] = f"rewire-{kind} B={data(kind)[0].size(0)}"
             rows.append({**row, "batch": data(kind)[0].size(0), **env})
