@@ -461,14 +461,14 @@ def main(argv=None) -> List[Dict[str, Any]]:
             reps, warm = plan[kind]
             # the rewiring cost is a difference of two similar times: more repeats than the speed rows (the
             # continuous steps vary most: 20 at batch 32, where the target is stated)
-            reps = 3 * reps if kind != "continuous" or args.quick else (4 if big else 20)
+            reps = (4 if big else 20) if kind == "continuous" else 3 * reps
             row = bench_rewire(kind, *data(kind), device, reps, tol, warm)
             row["case"] = f"rewire-{kind} B={data(kind)[0].size(0)}"
             rows.append({**row, "batch": data(kind)[0].size(0), **env})
             common.print_table(rows[-1:], title=f"{row['case']} ({time.perf_counter() - start:.0f} s)")
     cols = ["case", "ours_s", "reference_s", "speedup", "stock_stages_s", "speedup_stock_stages", "compiled_s",
-            "speedup_compiled",
-            "images_per_s_ours", "images_per_s_ref", "nfe_ours", "nfe_ref", "rewiring_pct", "fixed_st_s", "reselect_pct", "select_s", "select_pct", "batch"]
+            "speedup_compiled", "images_per_s_ours", "images_per_s_ref", "nfe_ours", "nfe_ref", "rewiring_pct",
+            "fixed_st_s", "reselect_pct", "select_s", "select_pct", "batch"]
     common.print_table(rows, cols, title=f"tiny classifiers, train step, {env['threads']} threads, "
                        f"{device.type}, model={env['model']} (total {time.perf_counter() - start:.0f} s)")
     if args.json:
