@@ -14,7 +14,8 @@ order; :attr:`NeuralGraph.edge_index` is the authority.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, List, Optional, Sequence, Union
+from collections.abc import Hashable, Iterable
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import networkx as nx
 import numpy as np
@@ -37,6 +38,8 @@ def _as_index_tensor(value: Any, name: str, num_nodes: int) -> Tensor:
         if t.dim() != 1 or t.numel() != num_nodes:
             raise ValueError(f"{name}: a boolean mask must have shape [{num_nodes}], got {list(t.shape)}")
         return t.nonzero().view(-1)
+    if t.numel() == 0:  # np.asarray([]) is float64: an empty list is a valid (empty) set of nodes
+        return torch.empty(0, dtype=torch.long)
     if t.is_floating_point() or t.is_complex():
         raise TypeError(f"{name}: expected integer node indices, got dtype {t.dtype}")
     t = t.to(torch.long).reshape(-1)
@@ -147,6 +150,14 @@ class NeuralGraph:
             node_labels = list(node_labels)
             if len(node_labels) != num_nodes:
                 raise ValueError(f"node_labels: expected {num_nodes} labels, got {len(node_labels)}")
+            seen = set()
+            for label in node_labels:
+                if not isinstance(label, Hashable):
+                    raise TypeError(f"node_labels: expected hashable labels (networkx node names), got "
+                                    f"{type(label).__name__}")
+                if label in seen:
+                    raise ValueError(f"node_labels: label {label!r} is repeated; labels must be distinct")
+                seen.add(label)
         self.node_labels = node_labels
         self.graph_attrs = dict(graph_attrs or {})
 
@@ -165,8 +176,14 @@ class NeuralGraph:
 
     # ------------------------------------------------------------------ helpers
     def _per_node_tensor(self, value: IndexLike, name: str) -> Tensor:
-        t = value.detach().cpu() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
-        if t.is_floating_point() or t.dtype == torch.bool:
+        if isinstance(value, Tensor):
+            t = value.detach().cpu()
+        else:
+            arr = np.asarray(value)
+            if arr.dtype == object or arr.dtype.kind in "USV":
+                raise TypeError(f"{name}: expected integers, one per node, got {arr.dtype.name} values")
+            t = torch.as_tensor(arr)
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"{name}: expected integers, one per node, got dtype {t.dtype}")
         t = t.to(torch.long).reshape(-1)
         if t.numel() != self.num_nodes:
@@ -181,6 +198,8 @@ class NeuralGraph:
             raise TypeError(f"{name}: expected a dict of lists, got {type(attrs).__name__}")
         out = {}
         for key, values in attrs.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+                raise TypeError(f"{name}[{key!r}]: expected a list of {n} values, got {type(values).__name__}")
             values = list(values)
             if len(values) != n:
                 raise ValueError(f"{name}[{key!r}]: expected {n} values, got {len(values)}")
@@ -409,6 +428,8 @@ class NeuralGraph:
         index = {lab: i for i, lab in enumerate(labels)}
 
         def to_idx(seq, name):
+            if isinstance(seq, (str, bytes)) or not isinstance(seq, Iterable):
+                raise TypeError(f"{name}: expected a sequence of node labels, got {type(seq).__name__}")
             try:
                 return [index[v] for v in seq]
             except KeyError as exc:
@@ -444,8 +465,10 @@ class NeuralGraph:
             active: optional boolean mask ``[E]`` or indices of active edges, stored as ``"active"``.
             use_labels: name nodes by their original labels when the graph came from networkx.
 
-        Every node and edge attribute of the graph is kept; nodes also get ``"role"`` (input / output /
-        hidden) unless they already have one.
+        Every node and edge attribute of the graph is kept (a value of :obj:`None` marks a node or edge that
+        lacked the attribute and is left out).  Nodes also get ``"role"`` (``"input"``, ``"output"``,
+        ``"input+output"`` or ``"hidden"``) from :attr:`inputs` and :attr:`outputs`, replacing a stored one,
+        so that :meth:`from_networkx` reads the same inputs and outputs back.
         """
         e = self.num_edges
         if weight is not None:
@@ -461,8 +484,14 @@ class NeuralGraph:
                     raise ValueError(f"active: a mask must have {e} entries, got {a.numel()}")
                 mask = a.reshape(-1)
             else:
+                if a.is_floating_point() or a.is_complex():
+                    raise TypeError(f"active: expected a boolean mask or integer edge indices, got dtype {a.dtype}")
+                a = a.reshape(-1).long()
+                if a.numel() and (int(a.min()) < 0 or int(a.max()) >= e):
+                    raise ValueError(f"active: edge index {int(a[(a < 0) | (a >= e)][0])} is out of range; "
+                                     f"allowed are 0..{e - 1}")
                 mask = torch.zeros(e, dtype=torch.bool)
-                mask[a.long()] = True
+                mask[a] = True
             active = mask.tolist()
         names = self.node_labels if (use_labels and self.node_labels is not None) else list(range(self.num_nodes))
         g = nx.DiGraph(**self.graph_attrs)
@@ -473,7 +502,7 @@ class NeuralGraph:
             roles[i] = "output" if roles[i] != "input" else "input+output"
         for i in range(self.num_nodes):
             attrs = {k: v[i] for k, v in self.node_attrs.items() if v[i] is not None}
-            attrs.setdefault("role", roles[i])
+            attrs["role"] = roles[i]
             g.add_node(names[i], **attrs)
         src, dst = self.edge_index.tolist()
         for j in range(e):
@@ -495,6 +524,9 @@ class NeuralGraph:
         data.input_mask = torch.zeros(self.num_nodes, dtype=torch.bool).index_fill_(0, self.inputs, True)
         data.output_mask = torch.zeros(self.num_nodes, dtype=torch.bool).index_fill_(0, self.outputs, True)
         if weight is not None:
+            if not isinstance(weight, Tensor):
+                raise TypeError(f"weight: expected a tensor with one value per candidate edge, got "
+                                f"{type(weight).__name__}")
             if weight.numel() != self.num_edges:
                 raise ValueError(f"weight: expected {self.num_edges} values, got {weight.numel()}")
             data.edge_weight = weight.detach().reshape(-1).clone()
@@ -507,7 +539,7 @@ class NeuralGraph:
     def __repr__(self) -> str:
         extra = ""
         if self.blocks is not None:
-            extra += f", blocks={int(self.blocks.max()) + 1}"
+            extra += f", blocks={torch.unique(self.blocks).numel()}"
         dag = {True: "dag", False: "cyclic", None: "?"}[self._is_dag]
         return (f"NeuralGraph(num_nodes={self.num_nodes}, num_edges={self.num_edges}, "
                 f"inputs={self.inputs.numel()}, outputs={self.outputs.numel()}{extra}, {dag})")

@@ -287,6 +287,66 @@ def test_networkx_round_trip_keeps_nodes_that_are_input_and_output():
     assert back.outputs.tolist() == [1, 2]
 
 
+def test_to_networkx_roles_follow_the_graphs_inputs_not_stored_roles():
+    # stored roles say "in" is the input; the graph was built with "a" as its input instead
+    src = _attributed_nx_graph()
+    g = NeuralGraph.from_networkx(src, inputs=["a"], outputs=["out", "b"])
+    out = g.to_networkx()
+    assert {v: r for v, r in out.nodes(data="role")} == {"in": "hidden", "a": "input", "b": "output",
+                                                         "out": "output"}
+    back = NeuralGraph.from_networkx(out)
+    assert [back.node_labels[i] for i in back.inputs.tolist()] == ["a"]
+    assert sorted(back.node_labels[i] for i in back.outputs.tolist()) == ["b", "out"]
+
+
+def test_to_networkx_active_indices_are_checked():
+    g = complete_dag(4)  # 6 candidates
+    with pytest.raises(TypeError, match="active: expected a boolean mask or integer edge indices"):
+        g.to_networkx(active=torch.tensor([0.5, 1.7]))
+    with pytest.raises(ValueError, match=r"active: edge index -1 is out of range; allowed are 0..5"):
+        g.to_networkx(active=torch.tensor([-1]))
+    with pytest.raises(ValueError, match=r"active: edge index 6 is out of range"):
+        g.to_networkx(active=torch.tensor([1, 6]))
+    out = g.to_networkx(active=torch.tensor([], dtype=torch.long))
+    assert not any(nx.get_edge_attributes(out, "active").values())
+
+
+def test_node_labels_must_be_distinct_and_hashable():
+    ei = torch.tensor([[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match="node_labels: label 'a' is repeated"):
+        NeuralGraph(3, ei, node_labels=["a", "a", "b"])
+    with pytest.raises(TypeError, match="node_labels: expected hashable labels"):
+        NeuralGraph(3, ei, node_labels=[[0], [1], [2]])
+
+
+def test_per_node_and_attribute_arguments_name_themselves():
+    ei = torch.tensor([[0, 1], [1, 2]])
+    with pytest.raises(TypeError, match="^order: expected integers"):
+        NeuralGraph(3, ei, order=["a", "b", "c"])
+    with pytest.raises(TypeError, match="^order: expected integers"):
+        NeuralGraph(3, ei, order=[0, None, 2])
+    with pytest.raises(TypeError, match="^blocks: expected integers"):
+        NeuralGraph(3, ei, blocks=np.array([0, 1, 2]) + 0j)
+    with pytest.raises(TypeError, match=r"^node_attrs\['a'\]: expected a list of 3 values"):
+        NeuralGraph(3, ei, node_attrs={"a": 5})
+    with pytest.raises(TypeError, match=r"^edge_attrs\['t'\]: expected a list of 2 values"):
+        NeuralGraph(3, ei, edge_attrs={"t": "xy"})
+    src = _attributed_nx_graph()
+    with pytest.raises(TypeError, match="^inputs: expected a sequence of node labels"):
+        NeuralGraph.from_networkx(src, inputs="in")
+    with pytest.raises(TypeError, match="^outputs: expected a sequence of node labels"):
+        NeuralGraph.from_networkx(src, outputs=3)
+    with pytest.raises(TypeError, match="^weight: expected a tensor"):
+        complete_dag(3).to_pyg(weight=[1.0, 2.0, 3.0])
+    # an empty list is an empty set of nodes (as a recurrent graph without sources has by default)
+    assert NeuralGraph(3, ei, inputs=[]).inputs.tolist() == []
+
+
+def test_repr_counts_distinct_blocks():
+    g = NeuralGraph(4, torch.tensor([[0, 1, 2], [2, 3, 3]]), blocks=[0, 0, 5, 5])
+    assert "blocks=2" in repr(g)
+
+
 def test_to_pyg_fields():
     g = blocked_dag([2, 3, 2])
     w = torch.randn(g.num_edges)

@@ -139,6 +139,8 @@ def test_to_dag_rejects_bad_input():
         to_dag(nx.DiGraph([(0, 1)]), "identity")
     with pytest.raises(ValueError, match="^graph: .*0..N-1"):
         to_dag(nx.Graph([(1, 2)]), "identity")
+    with pytest.raises(ValueError, match="^graph: .*0..N-1"):  # 1.0 == 1, yet not an int label
+        to_dag(nx.Graph([(0.0, 1.0), (1.0, 2.0)]), "identity")
     with pytest.raises(ValueError, match="^graph: .*self-loop"):
         to_dag(nx.Graph([(0, 0), (0, 1)]), "identity")
     with pytest.raises(ValueError, match="^numbering: "):

@@ -5,6 +5,8 @@ Python loop over segments, gradients from a dense ``[N, N]`` matrix built in the
 networkx.
 """
 
+import math
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -21,8 +23,11 @@ from neuralgraphs.wiring import (
     RandomWiring,
     TopKWiring,
     resolve_budget,
+    SegmentLayout,
+    make_wiring,
     topk_indices,
 )
+from neuralgraphs.wiring.select import _topk_indices_sync_free
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -117,10 +122,99 @@ def test_topk_hypothesis(n, kfrac, seed, tie):
 @given(e=st.integers(1, 400), kfrac=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1), tie=st.booleans())
 def test_sync_free_path_of_other_devices_hypothesis(e, kfrac, seed, tie):
     # the path topk_indices takes on a GPU, run here on CPU: exact top-k, ties to lower indices
-    from neuralgraphs.wiring.select import _topk_indices_sync_free
     k = max(1, min(e, int(round(kfrac * e))))
     w = tied_weights(e, seed) if tie else torch.randn(e, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(_topk_indices_sync_free(w.abs(), k), ref_topk(w, k))
+
+
+def ref_topk_any(scores, k):
+    """Ascending indices of the k largest of any fp32 scores by a Python sort: NaN above every number,
+    -0.0 equal to +0.0, ties to the lower index."""
+    vals = scores.tolist()
+    key = [(0, 0.0, i) if math.isnan(v) else (1, -v, i) for i, v in enumerate(vals)]
+    return torch.tensor(sorted(i for _, _, i in sorted(key)[:k]), dtype=torch.long)
+
+
+def scores_with_nans(e, seed, num_nan, tie, signed=False):
+    gen = torch.Generator().manual_seed(seed)
+    s = tied_weights(e, seed) if tie else torch.randn(e, generator=gen)
+    if not signed:
+        s = s.abs()
+    nan_at = torch.randperm(e, generator=gen)[:num_nan]
+    s[nan_at] = float("nan")
+    return s
+
+
+@SETTINGS
+@given(e=st.integers(1, 300), kfrac=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1),
+       nan_frac=st.sampled_from([0.0, 0.01, 0.2, 1.0]), tie=st.booleans(), hint=st.sampled_from([None, 0.0, 0.5, 5.0]))
+def test_nan_ranks_above_every_number_on_every_path_hypothesis(e, kfrac, seed, nan_frac, tie, hint):
+    s = scores_with_nans(e, seed, int(round(nan_frac * e)), tie)
+    k = max(0, min(e, int(round(kfrac * e))))
+    ref = ref_topk_any(s, k)
+    assert torch.equal(topk_indices(s, k, hint)[0], ref)
+    if k:
+        assert torch.equal(_topk_indices_sync_free(s, k), ref)
+    # per segment: every segment gets its own NaN-first top-k
+    segment = torch.randint(3, (e,), generator=torch.Generator().manual_seed(seed))
+    counts = torch.bincount(segment, minlength=3)
+    per = torch.minimum(counts, torch.tensor([1, 2, 5]))
+    chosen = [(segment == j).nonzero().view(-1)[ref_topk_any(s[segment == j], int(per[j]))] for j in range(3)]
+    assert torch.equal(SegmentLayout(segment, per).select(s), torch.sort(torch.cat(chosen)).values)
+
+
+def test_nan_weight_is_kept_by_every_top_k_wiring():
+    # a diverged weight must show: it is active (so the loss turns NaN), and the budget stays exactly k
+    g = complete_dag(6)
+    w = torch.randn(g.num_edges, generator=torch.Generator().manual_seed(0))
+    w[3] = float("nan")
+    for wiring in (TopKWiring(g, k=5), TopKWiring(g, k=1, scope="per_node"), FixedWiring(g, k=5, weight=w)):
+        a = wiring(w)
+        assert a.mask[3] and a.index.numel() == wiring.num_active and int(a.mask.sum()) == wiring.num_active
+    tw = TopKWiring(g, k=5)
+    tw(torch.randn(g.num_edges))  # leaves a hint from finite weights
+    assert torch.equal(tw(w).index, ref_topk_any(w.abs(), 5))
+
+
+@SETTINGS
+@given(e=st.integers(1, 200), kfrac=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1), tie=st.booleans())
+def test_selectors_order_signed_scores_and_negative_zero_hypothesis(e, kfrac, seed, tie):
+    s = scores_with_nans(e, seed, 0, tie, signed=True)
+    s[torch.rand(e, generator=torch.Generator().manual_seed(seed)) < 0.2] = -0.0
+    k = max(1, min(e, int(round(kfrac * e))))
+    ref = ref_topk_any(s, k)
+    assert torch.equal(topk_indices(s, k)[0], ref)
+    assert torch.equal(_topk_indices_sync_free(s, k), ref)
+    assert torch.equal(SegmentLayout(torch.zeros(e, dtype=torch.long), torch.tensor([k])).select(s), ref)
+
+
+def test_selector_arguments_are_checked():
+    s = torch.rand(10)
+    with pytest.raises(ValueError, match=r"k: expected a count in \[0, 10\]"):
+        topk_indices(s, 11)
+    with pytest.raises(ValueError, match="k: expected a count"):
+        topk_indices(s, -1)
+    with pytest.raises(TypeError, match="k: expected an int"):
+        topk_indices(s, True)
+    with pytest.raises(TypeError, match="scores: expected float32"):
+        topk_indices(s.double(), 2)
+    with pytest.raises(TypeError, match="scores: expected a tensor"):
+        topk_indices([0.5, 0.2], 1)
+    with pytest.raises(ValueError, match="scores: expected a 1-D"):
+        topk_indices(s.view(2, 5), 2)
+    with pytest.raises(TypeError, match="hint: expected a float"):
+        topk_indices(s, 2, hint="0.5")
+    with pytest.raises(ValueError, match=r"segment: expected ids in \[0, 2\)"):
+        SegmentLayout(torch.tensor([0, 2]), torch.tensor([1, 1]))
+    with pytest.raises(TypeError, match="segment: expected an integer tensor"):
+        SegmentLayout(torch.tensor([0.0, 1.0]), torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="k_per_segment: expected non-negative"):
+        SegmentLayout(torch.tensor([0, 1]), torch.tensor([1, -1]))
+    layout = SegmentLayout(torch.tensor([0, 1, 1]), torch.tensor([1, 1]))
+    with pytest.raises(TypeError, match="scores: expected float32"):
+        layout.select(torch.rand(3).half())
+    with pytest.raises(ValueError, match="scores: expected 3 entries"):
+        layout.select(torch.rand(4))
 
 
 def test_topk_direct_selector_and_negative_zero():
@@ -562,3 +656,23 @@ def test_wiring_rejects_wrong_weight():
         tw([0.0] * 10)
     with pytest.raises(ValueError, match="weight"):
         FixedWiring(g, k=3, weight=torch.randn(4))
+
+
+def test_wiring_constructors_check_their_graph_and_wiring():
+    g = complete_dag(4)
+    for build in (lambda: TopKWiring("g", k=1), lambda: RandomWiring(None, k=1), lambda: CompleteWiring([]),
+                  lambda: FixedWiring(3, k=1), lambda: make_wiring("dnw", None, k=1)):
+        with pytest.raises(TypeError, match="^graph: expected a NeuralGraph"):
+            build()
+    with pytest.raises(TypeError, match="^wiring: expected a Wiring"):
+        FixedWiring.like("x", torch.randn(g.num_edges))
+
+
+@pytest.mark.parametrize("name", ["complete", None])
+def test_complete_wiring_refuses_a_budget_instead_of_ignoring_it(name):
+    g = complete_dag(6)
+    with pytest.raises(ValueError, match="^k, density: the complete wiring keeps all 15 candidates"):
+        make_wiring(name, g, density=0.2)
+    with pytest.raises(ValueError, match="^k, density: "):
+        make_wiring(name, g, k=3)
+    assert make_wiring(name, g).num_active == 15

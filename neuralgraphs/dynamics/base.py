@@ -38,7 +38,8 @@ class WiredGraph(nn.Module):
         node_op: node operation ``f`` called as ``node_op(x [B, n, *], nodes: slice)``.
         wiring: a :class:`~neuralgraphs.wiring.Wiring` or a name (``"dnw"``, ``"random"``, ``"complete"``,
             ``"no_update"``).  (default: ``"dnw"``)
-        k, density, scope, seed: the budget and seed for a wiring given by name.
+        k, density, scope, seed: the budget and seed for a wiring given by name (``"complete"`` takes no
+            budget: giving one raises an error rather than being ignored).
         backend: propagation backend, ``"auto"``, ``"dense"`` or ``"csr"``.  ``"auto"`` decides per product
             by the density of active edges; for image features ``[B, N, H, W]`` on CPU it takes the dense
             product, with the state channels-last, from 2 % up (see ``IMAGE_CSR_MAX_DENSITY``).
@@ -61,8 +62,6 @@ class WiredGraph(nn.Module):
             raise ValueError("graph: has no output nodes; pass outputs= when building the graph")
         self.graph = graph
         self.node_op = node_op
-        if wiring is None or wiring == "complete":
-            k = density = None
         self.wiring = make_wiring(wiring, graph, k=k, density=density, scope=scope, seed=seed)
         self.backend = backend
         self.weight = nn.Parameter(torch.empty(graph.num_edges))

@@ -106,7 +106,8 @@ def _check_digraph(name: str, graph: Any, acyclic: bool = True) -> nx.DiGraph:
 def _check_labels_range(name: str, graph: nx.Graph) -> int:
     n = graph.number_of_nodes()
     labels = set(graph.nodes)
-    if labels != set(range(n)) or any(isinstance(v, bool) for v in labels):
+    # 1.0 == 1 and True == 1, so the set comparison alone would let float and bool labels through
+    if labels != set(range(n)) or any(isinstance(v, bool) or not isinstance(v, int) for v in labels):
         raise ValueError(f"{name}: expected nodes labelled by the ints 0..N-1, got labels "
                          f"{sorted(map(repr, labels))[:5]}{'...' if n > 5 else ''}")
     return n

@@ -24,13 +24,22 @@ def make_wiring(wiring: Union[str, Wiring, None], graph: NeuralGraph, *, k: Opti
         graph: the candidate graph.
         k, density, scope: the budget (see :func:`~neuralgraphs.wiring.resolve_budget`).
         seed: seed of the random wiring.
+
+    Raises:
+        TypeError, ValueError: on an unknown wiring, a wiring built for another graph, or a budget given
+            with the complete wiring (which keeps every candidate and would silently ignore it).
     """
+    if not isinstance(graph, NeuralGraph):
+        raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
     if isinstance(wiring, Wiring):
         if wiring.num_candidates != graph.num_edges:
             raise ValueError(f"wiring: built for {wiring.num_candidates} candidates but the graph has "
                              f"{graph.num_edges}")
         return wiring
     if wiring is None or wiring == "complete":
+        if k is not None or density is not None:
+            raise ValueError(f"k, density: the complete wiring keeps all {graph.num_edges} candidates and takes "
+                             "no budget; pass k=None and density=None, or choose 'dnw', 'random' or 'no_update'")
         return CompleteWiring(graph)
     if not isinstance(wiring, str):
         raise TypeError(f"wiring: expected a Wiring or one of {WIRINGS}, got {type(wiring).__name__}")

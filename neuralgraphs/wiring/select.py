@@ -4,7 +4,9 @@ All selectors return the indices of the kept candidates in **ascending** order. 
 :class:`~neuralgraphs.graph.NeuralGraph` are sorted by ``(target, source)``, so the result is already in CSR
 order and needs no further sorting before a sparse-dense product.
 
-Scores are always compared as fp32 so every process of a multi-process run picks the same edges.
+Scores are always compared as fp32 so every process of a multi-process run picks the same edges.  A NaN
+score ranks above every number, as in :func:`torch.sort` (a diverged weight is kept and shows in the loss);
+NaNs tie with one another, so the lower index wins among them too.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from neuralgraphs._compat import eager_in_compile
 
 
 def _kth_largest(scores: Tensor, k: int) -> Tensor:
-    # kthvalue (a selection, O(E)) is ~2x faster than topk on CPU; topk is the fast path on CUDA.
-    if scores.device.type == "cpu":
-        return torch.kthvalue(scores, scores.numel() - k + 1).values
-    return torch.topk(scores, k, sorted=False).values.min()
+    # kthvalue (a selection, O(E)) is ~2x faster than topk on CPU; the CUDA path uses topk instead.
+    return torch.kthvalue(scores, scores.numel() - k + 1).values
 
 
 def _mask_from_threshold(scores: Tensor, threshold: Tensor, k: int, sync_free: bool) -> Tensor:
-    """Boolean mask of the k largest scores: all above ``threshold`` plus the lowest-index ties."""
+    """Boolean mask of the k largest scores: all above ``threshold`` plus the lowest-index ties (NaN-free
+    scores: a NaN compares false with everything)."""
     above = scores > threshold
     ties = scores == threshold
     need = k - above.sum()
@@ -37,9 +38,24 @@ def _mask_from_threshold(scores: Tensor, threshold: Tensor, k: int, sync_free: b
     return above | (ties & (ties.cumsum(0) <= need))
 
 
+_INT32_MAX = 2**31 - 1
+
+
+def _float_keys(scores: Tensor) -> Tensor:
+    """int32 keys in the order of the fp32 ``scores`` (-0.0 equal to +0.0), every NaN one key above ``+inf``.
+
+    A non-negative float's bit pattern, read as an integer, grows with its value; a negative float is its
+    magnitude's pattern with the sign bit set, so it is keyed by the negated magnitude pattern."""
+    bits = scores.contiguous().view(torch.int32)
+    keys = torch.where(bits < 0, (bits & _INT32_MAX).neg_(), bits)
+    return keys.masked_fill_(torch.isnan(scores), _INT32_MAX)
+
+
 @eager_in_compile  # torch.compile runs it eagerly: the result's size and the CPU search are data-dependent
 def topk_indices(scores: Tensor, k: int, hint: Optional[float] = None) -> Tuple[Tensor, Optional[float]]:
     """Indices (ascending) of the ``k`` largest entries of a 1-D fp32 ``scores``; ties go to lower indices.
+
+    NaN ranks above every number.
 
     Args:
         scores: 1-D float32 tensor (typically ``|w|``).
@@ -51,8 +67,19 @@ def topk_indices(scores: Tensor, k: int, hint: Optional[float] = None) -> Tuple[
     Returns:
         ``(indices, next_hint)``: the selected indices (int64, ascending, length ``k``) and a hint for the
         next call (a score slightly below this call's threshold), or :obj:`None`.
+
+    Raises:
+        TypeError: if ``scores`` is not a float32 tensor, ``k`` not an int or ``hint`` not a number.
+        ValueError: if ``scores`` is not 1-D or ``k`` lies outside ``[0, scores.numel()]``.
     """
+    _check_scores(scores)
     n = scores.numel()
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k: expected an int, got {type(k).__name__}")
+    if not 0 <= k <= n:
+        raise ValueError(f"k: expected a count in [0, {n}] (the number of scores), got {k}")
+    if hint is not None and (isinstance(hint, bool) or not isinstance(hint, (int, float))):
+        raise TypeError(f"hint: expected a float or None, got {type(hint).__name__}")
     if k == n:
         return torch.arange(n, device=scores.device), None
     if k == 0:
@@ -61,10 +88,13 @@ def topk_indices(scores: Tensor, k: int, hint: Optional[float] = None) -> Tuple[
         return _topk_indices_sync_free(scores, k), None
 
     if hint is not None:
-        band = (scores >= hint).nonzero().view(-1)  # ascending
+        # "not below" rather than ">=": NaN, which ranks above every number, stays in the band
+        band = torch.lt(scores, hint).logical_not_().nonzero().view(-1)  # ascending
         m = band.numel()
         if k <= m:
             sub = scores[band]
+            if _has_nan(sub):
+                return _topk_indices_sync_free(scores, k), None
             threshold = _kth_largest(sub, k)
             keep = _mask_from_threshold(sub, threshold, k, sync_free=False)
             # While the band above the hint keeps between a quarter and four margins of spare scores, the
@@ -74,16 +104,35 @@ def topk_indices(scores: Tensor, k: int, hint: Optional[float] = None) -> Tuple[
             if margin // 4 <= m - k <= 4 * margin:
                 return band[keep], hint
             return band[keep], _next_hint(sub, k, m)
+    if _has_nan(scores):
+        return _topk_indices_sync_free(scores, k), None
     threshold = _kth_largest(scores, k)
     mask = _mask_from_threshold(scores, threshold, k, sync_free=False)
     return mask.nonzero().view(-1), _next_hint(scores, k, n)
 
 
+def _has_nan(scores: Tensor) -> bool:
+    # max propagates NaN: one read of the scores, no mask allocated; a fraction of a selection's cost
+    return bool(torch.isnan(scores.max()))
+
+
+def _check_scores(scores: Tensor) -> None:
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"scores: expected a tensor, got {type(scores).__name__}")
+    if scores.dtype != torch.float32:
+        raise TypeError(f"scores: expected float32 (selection runs on fp32 scores), got {scores.dtype}")
+    if scores.dim() != 1:
+        raise ValueError(f"scores: expected a 1-D tensor, got shape {list(scores.shape)}")
+
+
 def _topk_indices_sync_free(scores: Tensor, k: int) -> Tensor:
     """The GPU path of :func:`topk_indices`: no value is read on the host, so the call never waits for the
-    device (the threshold stays a tensor; ``nonzero_static`` knows its output size in advance)."""
-    threshold = _kth_largest(scores, k)
-    mask = _mask_from_threshold(scores, threshold, k, sync_free=True)
+    device (the threshold stays a tensor; ``nonzero_static`` knows its output size in advance).  It ranks
+    integer keys (:func:`_float_keys`), which order NaN too; the CPU path falls back to it when the scores it
+    searches hold a NaN."""
+    keys = _float_keys(scores)
+    threshold = torch.topk(keys, k, sorted=False).values.min()
+    mask = _mask_from_threshold(keys, threshold, k, sync_free=True)
     return torch.nonzero_static(mask, size=k).view(-1)
 
 
@@ -101,10 +150,11 @@ def _next_hint(scores: Tensor, k: int, n: int) -> Optional[float]:
 
 
 def _ordered_keys(scores: Tensor, position: Tensor) -> Tensor:
-    """Unique int64 keys ordering by score, then by lower position: for fp32 scores >= 0, whose bit
-    patterns are monotone as int32."""
-    bits = scores.contiguous().view(torch.int32).to(torch.long)
-    return (bits << 32) | ((1 << 31) - 1 - position)
+    """Unique int64 keys ordering by score (:func:`_float_keys`), then by lower position."""
+    return (_float_keys(scores).to(torch.long) << 32) | (_INT32_MAX - position)
+
+
+_PAD_KEY = -(2**63)  # below every key of :func:`_ordered_keys`
 
 
 class SegmentLayout:
@@ -119,8 +169,21 @@ class SegmentLayout:
     """
 
     def __init__(self, segment: Tensor, k_per_segment: Tensor) -> None:
-        segment = segment.long()
+        for name, t in (("segment", segment), ("k_per_segment", k_per_segment)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name}: expected an integer tensor, got {type(t).__name__}")
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise TypeError(f"{name}: expected an integer tensor, got dtype {t.dtype}")
+            if t.dim() != 1:
+                raise ValueError(f"{name}: expected a 1-D tensor, got shape {list(t.shape)}")
+        segment = segment.long().cpu()
+        k_per_segment = k_per_segment.long().cpu()
         num_seg = k_per_segment.numel()
+        if segment.numel() and (int(segment.min()) < 0 or int(segment.max()) >= num_seg):
+            raise ValueError(f"segment: expected ids in [0, {num_seg}) (one per entry of k_per_segment), "
+                             f"got values in [{int(segment.min())}, {int(segment.max())}]")
+        if num_seg and int(k_per_segment.min()) < 0:
+            raise ValueError(f"k_per_segment: expected non-negative counts, got {int(k_per_segment.min())}")
         counts = torch.bincount(segment, minlength=num_seg)
         if bool((k_per_segment > counts).any()):
             s = int((k_per_segment > counts).nonzero()[0])
@@ -137,7 +200,7 @@ class SegmentLayout:
         self.num_candidates = segment.numel()
         self.row = segment
         self.col = pos
-        self.k_per_segment = k_per_segment.long()
+        self.k_per_segment = k_per_segment
         table = torch.full((num_seg, max(self.width, 1)), -1, dtype=torch.long)
         table[segment, pos] = torch.arange(segment.numel())
         self.table = table
@@ -148,10 +211,18 @@ class SegmentLayout:
         return self
 
     def select(self, scores: Tensor) -> Tensor:
-        """Indices (ascending) of the kept candidates, ``k_per_segment[s]`` of largest score per segment."""
+        """Indices (ascending) of the kept candidates, ``k_per_segment[s]`` of largest score per segment.
+
+        ``scores`` is 1-D float32 with one entry per candidate; ties go to the lower index, NaN ranks above
+        every number."""
+        _check_scores(scores)
+        if scores.numel() != self.num_candidates:
+            raise ValueError(f"scores: expected {self.num_candidates} entries (one per candidate), "
+                             f"got {scores.numel()}")
         if self.row.device != scores.device:
             self.to(scores.device)
-        keys = torch.full((self.num_segments, max(self.width, 1)), -1, dtype=torch.long, device=scores.device)
+        keys = torch.full((self.num_segments, max(self.width, 1)), _PAD_KEY, dtype=torch.long,
+                          device=scores.device)
         keys[self.row, self.col] = _ordered_keys(scores, self.col)
         top = torch.topk(keys, self.k_max, dim=1, sorted=True).indices
         keep = torch.arange(self.k_max, device=scores.device).view(1, -1) < self.k_per_segment.view(-1, 1)

@@ -77,6 +77,11 @@ def activate(weight: Tensor, index: Tensor, straight_through: bool) -> ActiveEdg
     return ActiveEdges(eff, index, mask, straight_through)
 
 
+def _check_graph(graph: NeuralGraph) -> None:
+    if not isinstance(graph, NeuralGraph):
+        raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
+
+
 def resolve_budget(graph: NeuralGraph, k: Optional[int] = None, density: Optional[float] = None,
                    scope: str = "global") -> Tuple[int, Optional[SegmentLayout]]:
     """Turn a budget into the total number of active edges and, for segmented scopes, their layout.
@@ -96,8 +101,7 @@ def resolve_budget(graph: NeuralGraph, k: Optional[int] = None, density: Optiona
         ValueError: if both or neither of ``k`` / ``density`` is given, if they are out of range, if ``k``
             exceeds the candidate set, or if ``per_block`` is asked of a graph without blocks.
     """
-    if not isinstance(graph, NeuralGraph):
-        raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
+    _check_graph(graph)
     if scope not in SCOPES:
         raise ValueError(f"scope: expected one of {SCOPES}, got {scope!r}")
     if (k is None) == (density is None):
@@ -145,6 +149,7 @@ class Wiring(nn.Module):
     def __init__(self, graph: NeuralGraph, k: Optional[int] = None, density: Optional[float] = None,
                  scope: str = "global") -> None:
         super().__init__()
+        _check_graph(graph)
         self.num_candidates = graph.num_edges
         self.scope = scope
         self.num_active, self._layout = resolve_budget(graph, k=k, density=density, scope=scope)
@@ -260,6 +265,7 @@ class CompleteWiring(_StoredWiring):
     """Every candidate is active (the complete-graph baseline)."""
 
     def __init__(self, graph: NeuralGraph) -> None:
+        _check_graph(graph)
         super().__init__(graph, k=graph.num_edges)
         self.active_index.copy_(torch.arange(self.num_candidates))
         self.frozen.fill_(True)
@@ -298,6 +304,8 @@ class FixedWiring(_StoredWiring):
     def like(cls, wiring: Wiring, weight: Tensor, straight_through: bool = False) -> "FixedWiring":
         """A fixed wiring with the budget of ``wiring`` (same count, scope and segments), frozen to the
         top-k of ``weight``."""
+        if not isinstance(wiring, Wiring):
+            raise TypeError(f"wiring: expected a Wiring, got {type(wiring).__name__}")
         obj = cls.__new__(cls)
         nn.Module.__init__(obj)
         obj.straight_through = check_bool("straight_through", straight_through)
