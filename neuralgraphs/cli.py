@@ -108,7 +108,9 @@ def _bool(text: Any) -> bool:
 
 
 def _out_dir(text: Any) -> str:
-    path = os.fspath(text) if isinstance(text, os.PathLike) else str(text)
+    if not isinstance(text, (str, os.PathLike)):
+        raise argparse.ArgumentTypeError(f"expected a folder path, got {type(text).__name__} {text!r}")
+    path = os.fspath(text)
     if not path.strip():
         raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
     if os.path.exists(path) and not os.path.isdir(path):
@@ -233,6 +235,21 @@ def _resolve_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         if opts["budget"] > limit:
             parser.error(f"argument --budget: at most {limit} edges (every candidate of a {n}-node DNW stage), "
                          f"got {opts['budget']}")
+    if opts["nodes"] < 5:
+        needs_ws = [m for m in opts["models"] if m == "ws" or (m == "dnw" and opts["budget"] is None)]
+        if needs_ws:
+            parser.error(f"argument --nodes: {', '.join(needs_ws)} need at least 5 nodes (a WS graph with k=4 "
+                         f"neighbours; dnw takes its budget from one unless --budget is given), got "
+                         f"{opts['nodes']}")
+    if opts["budget"] is not None and "dnw" not in opts["models"]:
+        parser.error(f"argument --budget: sets the dnw model's edges, but the models are {','.join(opts['models'])}")
+    # the output folder is made now, not after minutes of training
+    try:
+        os.makedirs(opts["out"], exist_ok=True)
+    except OSError as exc:
+        parser.error(f"argument --out: cannot create the folder {opts['out']!r} ({exc.strerror or exc})")
+    if not os.access(opts["out"], os.W_OK):
+        parser.error(f"argument --out: the folder {opts['out']!r} is not writable")
     return opts
 
 
@@ -430,9 +447,11 @@ def _cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
         from neuralgraphs.generators.random_graphs import dag_statistics, load_graph
 
+        from xml.etree.ElementTree import ParseError
+
         try:
             graph = load_graph(path)
-        except (ValueError, TypeError, OSError, nx.NetworkXError) as exc:
+        except (ValueError, TypeError, OSError, KeyError, nx.NetworkXError, ParseError) as exc:
             parser.error(f"argument path: cannot read a graph from {path!r} ({exc})")
         print(f"{path}: directed graph")
         for key, value in graph.graph.items():
@@ -458,21 +477,28 @@ def _cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 
 def _print_checkpoint(path: str, state: Dict[str, Any]) -> None:
+    # Any dict save_checkpoint accepts is printed; the parts fit writes get a closer look when well formed.
     import torch
 
     print(f"{path}: checkpoint with keys {sorted(map(str, state))}")
     if "epoch" in state:
         print(f"  epoch            {state['epoch']}")
-    for key, value in (state.get("run") or {}).items():
-        print(f"  {key:<16} {value}")
+    run = state.get("run")
+    if isinstance(run, dict):
+        for key, value in run.items():
+            print(f"  {str(key):<16} {value}")
     history = state.get("history")
     if isinstance(history, dict) and history.get("epoch"):
         for key in ("train_loss", "train_acc", "test_acc"):
-            values = history.get(key) or []
-            if values and values[-1] is not None:
+            values = history.get(key)
+            if isinstance(values, (list, tuple)) and values and isinstance(values[-1], (int, float)):
                 print(f"  last {key:<11} {values[-1]:.4f}")
     weights = state.get("model", state)
-    tensors = {k: v for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    if isinstance(weights, torch.Tensor):
+        weights = {"model": weights}
+    if not isinstance(weights, dict):
+        return
+    tensors = {str(k): v for k, v in weights.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         return
     print(f"  tensors          {len(tensors)}, {sum(v.numel() for v in tensors.values())} values")

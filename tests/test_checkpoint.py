@@ -127,6 +127,19 @@ def test_load_errors(tmp_path):
         C.save_checkpoint(tmp_path / "no" / "such" / "dir.pt", {})
 
 
+@pytest.mark.parametrize("cut", ["half", "garbage", "random"])
+def test_load_names_the_file_of_a_truncated_or_foreign_checkpoint(tmp_path, cut):
+    good = tmp_path / "good.pt"
+    C.save_checkpoint(good, {"model": {"w": torch.randn(50, 50)}, "epoch": 3})
+    data = good.read_bytes()
+    content = {"half": data[: len(data) // 2], "garbage": b"hello world" * 10,
+               "random": np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes()}[cut]
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match="bad.pt: (not a readable torch checkpoint|refused by torch.load)"):
+        C.load_checkpoint(bad)
+
+
 def test_map_location(tmp_path):
     C.save_checkpoint(tmp_path / "m.pt", {"w": torch.ones(2)})
     assert C.load_checkpoint(tmp_path / "m.pt", map_location=torch.device("cpu"))["w"].device.type == "cpu"

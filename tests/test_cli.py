@@ -119,3 +119,64 @@ def test_python_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "neuralgraphs", "compare", "--epochs", "0"], cwd=root, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--epochs" in proc.stderr
+
+
+def _no_training(monkeypatch):
+    def fail(opts):
+        raise AssertionError("training started")
+    monkeypatch.setattr(cli, "run_compare", fail)
+
+
+@pytest.mark.parametrize("args, option, words", [
+    (["--out", "{file}/sub"], "--out", "cannot create the folder"),
+    (["--nodes", "4", "--models", "ws,er"], "--nodes", "ws need at least 5 nodes"),
+    (["--nodes", "4", "--models", "dnw"], "--nodes", "dnw need at least 5 nodes"),
+    (["--budget", "10", "--models", "ws,er"], "--budget", "sets the dnw model's edges"),
+])
+def test_compare_refuses_before_training(args, option, words, tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    (tmp_path / "file").write_text("x")
+    args = [a.format(file=tmp_path / "file") for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--quick", "--no-progress"] + out + args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and option in err and words in err
+
+
+def test_compare_small_graphs_that_need_no_ws_graph_are_allowed(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "run_compare", lambda opts: seen.update(opts) or (_ for _ in ()).throw(KeyError))
+    with pytest.raises(KeyError):
+        main(["compare", "--nodes", "4", "--models", "er,ba,dnw", "--budget", "5", "--out", str(tmp_path / "o")])
+    assert seen["nodes"] == 4 and os.path.isdir(tmp_path / "o")  # the folder exists before training
+
+
+@pytest.mark.parametrize("value", ["null", "[a]"])
+def test_config_out_must_be_a_path(value, tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"out: {value}\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--config", str(cfg)])
+    assert exc.value.code == 2 and "expected a folder path" in capsys.readouterr().err
+
+
+def test_inspect_any_dict_save_checkpoint_accepts(tmp_path, capsys):
+    import torch
+
+    from neuralgraphs.train import save_checkpoint
+
+    states = [{"model": torch.zeros(3)}, {1: torch.ones(2), "a": torch.ones(4)}, {"run": [1, 2]},
+              {"history": {"epoch": [1], "train_loss": ["x"]}}]
+    for i, state in enumerate(states):
+        save_checkpoint(tmp_path / f"{i}.pt", state)
+        assert main(["inspect", str(tmp_path / f"{i}.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "tensors          1, 3 values" in out and "tensors          2, 6 values" in out
+    (tmp_path / "junk.pt").write_bytes(b"hello world" * 10)
+    (tmp_path / "bad.graphml").write_text("<graphml><graph")
+    for name in ("junk.pt", "bad.graphml"):
+        with pytest.raises(SystemExit) as exc:
+            main(["inspect", str(tmp_path / name)])
+        assert exc.value.code == 2 and name in capsys.readouterr().err

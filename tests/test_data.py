@@ -193,6 +193,17 @@ def test_cifar_refuses_foreign_globals(tmp_path):
         D.CIFAR10Folder(tmp_path, train=False)
 
 
+def test_cifar_empty_batch_of_protocol_2_and_undecodable_class_names(tmp_path):
+    # protocol 2 writes empty bytes as a call of the bytes type, which the allow-list must resolve
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []},
+                                                       protocol=2))
+    assert len(D.CIFAR10Folder(tmp_path, train=False)) == 0
+    with open(tmp_path / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [b"\xff\xfe"] * 10}, f, protocol=2)
+    with pytest.raises(ValueError, match="batches.meta: a class name in b'label_names' is not UTF-8"):
+        D.CIFAR10Folder(tmp_path, train=False)
+
+
 # ------------------------------------------------------------------------------------------------ MNIST
 
 def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -264,6 +275,26 @@ def test_image_folder(tmp_path):
     assert torch.allclose(x1[:, 1, 2], torch.tensor([1.0, 0.0, 0.2]))
     flipped = D.ImageFolderDataset(tmp_path, transform=lambda t: torch.flip(t, (2,)))
     assert torch.equal(flipped[1][0], torch.flip(expected, (2,)))
+
+
+def test_image_folder_reads_16_bit_and_float_greyscale(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    deep = (np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000)  # up to 57000: far beyond 8 bits
+    (tmp_path / "deep").mkdir()
+    Image.fromarray(deep).save(tmp_path / "deep" / "a.png")
+    with Image.open(tmp_path / "deep" / "a.png") as img:
+        assert img.mode in ("I;16", "I")  # Pillow's modes for a 16-bit greyscale PNG
+    x, _ = D.ImageFolderDataset(tmp_path)[0]
+    assert x.shape == (1, 4, 5)
+    assert torch.allclose(x[0], torch.from_numpy(deep.astype(np.float64) / 65535).float())
+    (tmp_path / "deep" / "a.png").unlink()
+    flt = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5)
+    Image.fromarray(flt).save(tmp_path / "deep" / "b.tiff")
+    ds = D.ImageFolderDataset(tmp_path, extensions=(".tiff",))
+    assert torch.equal(ds[0][0][0], torch.from_numpy(flt))
+    Image.fromarray(flt * 3).save(tmp_path / "deep" / "b.tiff")
+    with pytest.raises(ValueError, match=r"b.tiff: float image \(mode 'F'\) with values outside \[0, 1\]"):
+        ds[0]
 
 
 def test_image_folder_errors(tmp_path):

@@ -191,3 +191,60 @@ def test_wiring_history_as_fit_callback(small):
         assert torch.equal(hist.records[-1][""], model.active().index)
     with pytest.raises(ValueError, match="wired module"):
         WiringHistory().record(nn.Linear(2, 2))
+
+
+def test_checkpoint_folder_is_checked_before_training(small, tmp_path):
+    train, _ = small
+    model = _mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="^checkpoint: the folder .*nope.* does not exist"):
+        fit(model, train, epochs=1, lr=0.1, progress=False, checkpoint=tmp_path / "nope" / "c.pt")
+    with pytest.raises(ValueError, match="^checkpoint: .* is a folder"):
+        fit(model, train, epochs=1, lr=0.1, progress=False, checkpoint=tmp_path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # not one step trained
+
+
+def test_resume_refuses_other_hyper_parameters_and_other_models_untouched(small, tmp_path):
+    train, _ = small
+    path = tmp_path / "c.pt"
+    fit(_mlp(), train, epochs=2, lr=0.1, seed=3, progress=False, checkpoint=path)
+    for change, key in (({"lr": 0.01}, "lr"), ({"momentum": 0.5}, "momentum"), ({"seed": 4}, "seed"),
+                        ({"weight_decay": 0.0}, "weight_decay"), ({"label_smoothing": 0.1}, "label_smoothing")):
+        args = {"epochs": 2, "lr": 0.1, "seed": 3, **change}
+        with pytest.raises(ValueError, match=f"^checkpoint: .* was written with {key}="):
+            fit(_mlp(), train, progress=False, checkpoint=path, resume=True, **args)
+    torch.manual_seed(0)
+    other = nn.Sequential(nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(ValueError, match="^checkpoint: .* was written for a different model"):
+        fit(other, train, epochs=2, lr=0.1, seed=3, progress=False, checkpoint=path, resume=True)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_resume_is_exact_when_the_sampler_owns_the_generator(small, tmp_path):
+    # DataLoader(sampler=RandomSampler(generator=g)): g decides the batch order and must be saved too
+    from torch.utils.data import RandomSampler
+
+    subset = small[0].dataset
+
+    def loader():
+        return DataLoader(subset, batch_size=64, sampler=RandomSampler(subset, generator=torch.Generator()))
+
+    def stop_in_epoch_3(model, epoch, record):
+        if epoch == 3:  # raised before epoch 3 is saved: the file holds epoch 2
+            raise KeyboardInterrupt
+
+    full_model = _mlp()
+    fit(full_model, loader(), epochs=4, lr=0.1, seed=5, progress=False)
+    path = tmp_path / "c.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(_mlp(), loader(), epochs=4, lr=0.1, seed=5, progress=False, checkpoint=path, callbacks=[stop_in_epoch_3])
+    resumed = _mlp(seed=8)
+    fit(resumed, loader(), epochs=4, lr=0.1, seed=5, progress=False, checkpoint=path, resume=True)
+    assert _state_equal(resumed, full_model)
+    # a loader without that generator cannot reproduce the order: refused, the model untouched
+    plain = _mlp(seed=8)
+    with pytest.raises(ValueError, match="^train_loader: the checkpoint holds the state of 1 shuffling"):
+        fit(plain, DataLoader(subset, batch_size=64), epochs=4, lr=0.1, seed=5, progress=False,
+            checkpoint=path, resume=True)
+    assert _state_equal(plain, _mlp(seed=8))

@@ -316,3 +316,9 @@ def test_auto_schedule_choice():
     assert resolve_schedule("level") == "level"
     with pytest.raises(ValueError, match="schedule"):
         resolve_schedule("fast")
+
+
+@pytest.mark.parametrize("kind", ["ws", "dnw"])
+def test_digits_network_names_num_nodes_when_too_small_for_the_ws_graph(kind):
+    with pytest.raises(ValueError, match=f"^num_nodes: kind='{kind}' draws a WS graph with k=4 neighbours"):
+        digits_network(kind, num_nodes=4)

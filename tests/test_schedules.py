@@ -173,3 +173,12 @@ def test_param_groups_validation():
         S.param_groups_no_weight_decay("net", 1e-4)
     with pytest.raises(TypeError, match="no_decay_names"):
         S.param_groups_no_weight_decay(torch.nn.Linear(2, 2), 1e-4, no_decay_names="bias")
+
+
+@pytest.mark.parametrize("bad", [-100, -1, 3])
+def test_label_smoothing_loss_refuses_out_of_range_targets(bad):
+    # -100 is cross_entropy's ignore_index: without the check that sample would be skipped silently
+    logits = torch.randn(4, 3)
+    target = torch.tensor([0, 1, bad, 2])
+    with pytest.raises(ValueError, match=f"^target: class index {bad} is out of range; allowed are 0..2"):
+        S.label_smoothing_loss(logits, target, 0.1)

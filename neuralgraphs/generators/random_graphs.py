@@ -619,20 +619,32 @@ def load_graph(path: Union[str, os.PathLike]) -> nx.DiGraph:
 
     Raises:
         TypeError: If ``path`` is not a path.
-        ValueError: If the suffix is unknown, or the file holds an undirected graph or a multigraph.
+        ValueError: If the suffix is unknown, the file is not valid JSON / GraphML, or it holds an undirected
+            graph or a multigraph.
     """
+    from xml.etree.ElementTree import ParseError
+
     path, suffix = _check_path(path)
     if suffix == ".json":
-        with open(path, "r", encoding="utf-8") as fh:
-            data = json.load(fh)
+        try:
+            with open(path, "r", encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"path: {path!r} is not valid JSON ({exc})") from exc
         if not isinstance(data, dict) or "nodes" not in data:
             raise ValueError(f"path: {path!r} is not node-link JSON (no 'nodes' key)")
         kwargs = _node_link_kwargs(nx.node_link_graph)
         if "edges" not in data and "links" in data:
             kwargs = {key: "links" for key in kwargs}  # written by networkx's old default
-        graph = nx.node_link_graph(data, directed=True, multigraph=False, **kwargs)
+        try:
+            graph = nx.node_link_graph(data, directed=True, multigraph=False, **kwargs)
+        except (KeyError, TypeError, nx.NetworkXError) as exc:
+            raise ValueError(f"path: {path!r} is not node-link JSON ({type(exc).__name__}: {exc})") from exc
     else:
-        graph = nx.read_graphml(path)
+        try:
+            graph = nx.read_graphml(path)
+        except (ParseError, nx.NetworkXError, KeyError, ValueError) as exc:
+            raise ValueError(f"path: {path!r} is not a readable GraphML file ({type(exc).__name__}: {exc})") from exc
         for key in ("node_default", "edge_default"):
             if graph.graph.get(key) == {}:
                 del graph.graph[key]

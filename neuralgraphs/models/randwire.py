@@ -874,6 +874,11 @@ def digits_network(kind: str, *, num_nodes: int = 16, channels: int = 16, num_st
             raise ValueError(f"generator_params: only used by 'ws', 'er' and 'ba', got kind={kind!r}")
         if not isinstance(generator_params, dict):
             raise TypeError(f"generator_params: expected a dict, got {type(generator_params).__name__}")
+    default_ws = (kind == "ws" and "k" not in (generator_params or {})) or (kind == "dnw" and budget is None)
+    if default_ws and n < 5:
+        way_out = "give budget=" if kind == "dnw" else "give generator_params=dict(k=2)"
+        raise ValueError(f"num_nodes: kind={kind!r} draws a WS graph with k=4 neighbours, which needs at least 5 "
+                         f"nodes, got {n} (or {way_out})")
     gen = torch.Generator().manual_seed(seed)
     stem = nn.Sequential(nn.Conv2d(1, c // 2, 3, 1, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(),
                          nn.Conv2d(c // 2, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))

@@ -150,8 +150,10 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     except pickle.UnpicklingError as exc:
         raise ValueError(f"{path}: refused by torch.load(weights_only=True); the file holds objects other "
                          f"than tensors and plain containers, or is not a checkpoint ({exc})") from exc
-    except (RuntimeError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    except PermissionError:
+        raise
+    except Exception as exc:  # a truncated or foreign file fails anywhere in the zip reader or unpickler
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a checkpoint holding a dict, found {type(state).__name__}")
     return state

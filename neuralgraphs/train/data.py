@@ -201,6 +201,9 @@ def _numpy_unpickle_globals() -> Dict[Tuple[str, str], object]:
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         ("_codecs", "encode"): codecs.encode,
+        # protocol 2 writes an empty bytes object as a call of the bytes type
+        ("__builtin__", "bytes"): bytes,
+        ("builtins", "bytes"): bytes,
     }
     for prefix in ("numpy.core", "numpy._core"):
         table[(f"{prefix}.multiarray", "_reconstruct")] = multiarray._reconstruct
@@ -330,7 +333,10 @@ class CIFAR10Folder(Dataset):
         if not isinstance(names, (list, tuple)) or len(names) != 10 or not all(
                 isinstance(n, (bytes, str)) for n in names):
             raise ValueError(f"{path}: expected a dict with b'label_names' holding 10 names")
-        return [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+        try:
+            return [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: a class name in b'label_names' is not UTF-8 text ({exc})") from exc
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -449,9 +455,10 @@ class ImageFolderDataset(Dataset):
 
     Classes are the immediate subfolders of ``root`` in sorted order (``class_to_idx`` maps name to
     index); every file below a class folder whose lowercase name ends with one of ``extensions`` is a
-    sample, in sorted path order. Images are read with Pillow: greyscale (``"L"``, ``"1"``) stays one
-    channel, every other mode is converted to RGB (alpha is dropped). The sample is a float tensor
-    ``[C, H, W]`` in ``[0, 1]``; ``transform``, if given, receives that tensor (not a PIL image), which is
+    sample, in sorted path order. Images are read with Pillow: greyscale stays one channel (8-bit ``"L"`` and
+    ``"1"`` scaled by 255; 16-bit ``"I;16*"`` and integer ``"I"`` by 65535; float ``"F"`` taken as is and
+    required to lie in ``[0, 1]``), every other mode is converted to RGB (alpha is dropped). The sample is a
+    float tensor ``[C, H, W]`` in ``[0, 1]``; ``transform``, if given, receives that tensor (not a PIL image), which is
     where resizing or cropping to a common size belongs when the images differ in size.
 
     Args:
@@ -462,7 +469,8 @@ class ImageFolderDataset(Dataset):
 
     Raises:
         ImportError: if Pillow is not installed.
-        ValueError: if ``root`` has no class subfolders or a class folder holds no image.
+        ValueError: if ``root`` has no class subfolders or a class folder holds no image; when loading, if
+            an integer image has values outside ``0..65535`` or a float image values outside ``[0, 1]``.
     """
 
     def __init__(self, root: PathLike, transform: Optional[Transform] = None,
@@ -501,14 +509,26 @@ class ImageFolderDataset(Dataset):
         """Read one image file as a float ``[C, H, W]`` tensor in ``[0, 1]``."""
         Image = _import_pil()
         with Image.open(path) as img:
-            if img.mode == "1":
-                img = img.convert("L")
-            elif img.mode not in ("L", "RGB"):
-                img = img.convert("RGB")
-            array = np.array(img, dtype=np.uint8)
+            mode = img.mode
+            if mode == "I" or mode.startswith("I;16"):
+                # converting to "L" or "RGB" would clip 16-bit values at 255 (a white image)
+                array = np.array(img).astype(np.float32)
+                if array.size and (array.min() < 0 or array.max() > 65535):
+                    raise ValueError(f"{path}: integer image (mode {mode!r}) with values outside 0..65535")
+                array /= 65535.0
+            elif mode == "F":
+                array = np.array(img, dtype=np.float32)
+                if array.size and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
+                    raise ValueError(f"{path}: float image (mode 'F') with values outside [0, 1]")
+            else:
+                if mode == "1":
+                    img = img.convert("L")
+                elif mode not in ("L", "RGB"):
+                    img = img.convert("RGB")
+                array = np.array(img, dtype=np.uint8).astype(np.float32) / 255.0
         if array.ndim == 2:
             array = array[:, :, None]
-        return torch.from_numpy(array).permute(2, 0, 1).to(torch.float32).div_(255.0).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         path, label = self.samples[index]

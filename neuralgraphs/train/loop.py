@@ -75,9 +75,17 @@ def _check_loader(name: str, loader: Any) -> Iterable:
     return loader
 
 
-def _loader_generator(loader: Any) -> Optional[torch.Generator]:
-    gen = getattr(loader, "generator", None)
-    return gen if isinstance(gen, torch.Generator) else None
+def _loader_generators(loader: Any) -> List[torch.Generator]:
+    """The generators that decide a loader's batch order: its own, its sampler's and its batch sampler's
+    sampler's (a ``DataLoader(generator=g, shuffle=True)`` shares ``g`` with its sampler: counted once)."""
+    sampler = getattr(loader, "sampler", None)
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    found: List[torch.Generator] = []
+    for owner in (loader, sampler, getattr(batch_sampler, "sampler", None)):
+        gen = getattr(owner, "generator", None)
+        if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+            found.append(gen)
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -93,9 +101,7 @@ def _rng_state(loader: Any) -> Dict[str, Any]:
         "numpy": (np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss),
                   float(np_gauss)),
     }
-    gen = _loader_generator(loader)
-    if gen is not None:
-        state["loader"] = gen.get_state()
+    state["loaders"] = [gen.get_state() for gen in _loader_generators(loader)]
     return state
 
 
@@ -105,17 +111,20 @@ def _set_rng_state(state: Dict[str, Any], loader: Any) -> None:
     random.setstate((version, tuple(internal), gauss))
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
     np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
-    gen = _loader_generator(loader)
-    if gen is not None and "loader" in state:
-        gen.set_state(state["loader"])
+    for gen, gen_state in zip(_loader_generators(loader), _saved_loader_states(state)):
+        gen.set_state(gen_state)
+
+
+def _saved_loader_states(state: Dict[str, Any]) -> List[torch.Tensor]:
+    # checkpoints of 0.1.0 hold one generator's state under "loader"
+    return state.get("loaders", [state["loader"]] if "loader" in state else [])
 
 
 def _seed_everything(seed: int, loader: Any) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    gen = _loader_generator(loader)
-    if gen is not None:
+    for gen in _loader_generators(loader):
         gen.manual_seed(seed)
 
 
@@ -224,8 +233,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
 
     The run is deterministic given ``seed`` and the model's initial state: ``fit`` seeds torch, numpy and
     Python's ``random`` and, when the train loader has its own ``generator`` (as
-    :func:`~neuralgraphs.train.digits_loaders` gives it), reseeds that too, so the batch order does not depend
-    on earlier use of the loader. These global generators are restored when ``fit`` returns. On CPU the
+    :func:`~neuralgraphs.train.digits_loaders` gives it) or its sampler has one, reseeds those too, so the
+    batch order does not depend on earlier use of the loader. These global generators are restored when ``fit`` returns. On CPU the
     same seed gives the same weights, wiring and accuracies.
 
     ``schedule="cosine"`` decays the rate per step to 0 over the run; ``"multistep"`` multiplies it by 0.1 at
@@ -250,7 +259,9 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         checkpoint (str or os.PathLike, optional): file written atomically after every epoch with the model,
             optimizer, scheduler, epoch, history and random states. (default: :obj:`None`)
         resume (bool): when ``checkpoint`` exists, continue from it (a missing file starts a new run, so the
-            same call can be repeated after an interruption). (default: :obj:`False`)
+            same call can be repeated after an interruption).  The call must repeat the original one: a
+            checkpoint written with other hyper-parameters or for another model is refused before anything
+            is loaded. (default: :obj:`False`)
         seed (int): seed of the run, ``>= 0``. (default: ``0``)
         callbacks (sequence): callback objects or callables; see the module docstring. (default: ``()``)
         history (dict or callback, optional): a dict filled in place with the history (handy to inspect it
@@ -266,7 +277,9 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
 
     Raises:
         TypeError, ValueError: on invalid arguments (the message names the argument); ValueError also when
-            a checkpoint was written for a different number of epochs or schedule.
+            ``checkpoint`` lies in a missing folder, or when resuming from a checkpoint written with other
+            hyper-parameters (epochs, schedule, seed, lr, momentum, weight decay, label smoothing,
+            milestones, batches per epoch) or for a different model.
         FloatingPointError: if the training loss becomes NaN or infinite.
     """
     if not isinstance(model, nn.Module):
@@ -288,8 +301,15 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         raise TypeError(f"progress: expected a bool, got {type(progress).__name__}")
     if not isinstance(resume, bool):
         raise TypeError(f"resume: expected a bool, got {type(resume).__name__}")
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint: expected a file path or None, got {type(checkpoint).__name__}")
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint: expected a file path or None, got {type(checkpoint).__name__}")
+        # found now, not after an epoch of training
+        folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+        if os.path.isdir(checkpoint):
+            raise ValueError(f"checkpoint: {os.fspath(checkpoint)!r} is a folder; expected a file path")
+        if not os.path.isdir(folder):
+            raise ValueError(f"checkpoint: the folder {folder!r} does not exist; create it first")
     if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, (list, tuple)):
         raise TypeError(f"callbacks: expected a list or tuple, got {type(callbacks).__name__}")
     callbacks = list(callbacks)
@@ -314,18 +334,17 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     model.to(device)
     optimizer = torch.optim.SGD(param_groups_no_weight_decay(model, weight_decay), lr=lr, momentum=momentum)
     scheduler, per_step = _make_scheduler(schedule, optimizer, epochs, steps_per_epoch, milestones)
-    run_info = {"epochs": epochs, "schedule": schedule, "seed": seed}
+    run_info = {"epochs": epochs, "schedule": schedule, "seed": seed, "lr": lr, "momentum": momentum,
+                "weight_decay": weight_decay, "label_smoothing": label_smoothing,
+                "milestones": None if milestones is None else [int(m) for m in milestones],
+                "steps_per_epoch": steps_per_epoch}
 
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), _restore_python_numpy_rng():
         start_epoch = 0
         if resume and checkpoint is not None and os.path.isfile(checkpoint):
             state = load_checkpoint(checkpoint, map_location=device)
-            saved = state.get("run", {})
-            for key in ("epochs", "schedule"):
-                if saved.get(key) != run_info[key]:
-                    raise ValueError(f"checkpoint: {os.fspath(checkpoint)!r} was written with {key}="
-                                     f"{saved.get(key)!r}, this call has {key}={run_info[key]!r}")
+            _check_resumable(os.fspath(checkpoint), state, run_info, model, train_loader)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -402,6 +421,38 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
                     "history": {k: list(v) for k, v in history.items() if k in HISTORY_KEYS},
                     "rng": _rng_state(train_loader)})
     return history
+
+
+_RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "run", "history", "rng")
+
+
+def _check_resumable(path: str, state: Dict[str, Any], run_info: Dict[str, Any], model: nn.Module,
+                     loader: Any) -> None:
+    """Raise before anything is loaded, so a refused resume leaves the model untouched."""
+    missing = [k for k in _RESUME_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint: {path!r} lacks {missing}; it was not written by fit")
+    saved = state["run"] if isinstance(state["run"], dict) else {}
+    for key, value in run_info.items():
+        # keys a checkpoint of an older version did not record are not compared
+        if (key in saved or key in ("epochs", "schedule")) and saved.get(key) != value:
+            raise ValueError(f"checkpoint: {path!r} was written with {key}={saved.get(key)!r}, this call has "
+                             f"{key}={value!r}; pass the original value to resume")
+    current, weights = model.state_dict(), state["model"]
+    if not isinstance(weights, dict):
+        raise ValueError(f"checkpoint: {path!r} holds no model state dict")
+    absent = [k for k in current if k not in weights]
+    extra = [k for k in weights if k not in current]
+    shapes = [f"{k} {list(weights[k].shape)} vs {list(v.shape)}" for k, v in current.items()
+              if k in weights and isinstance(weights[k], torch.Tensor) and weights[k].shape != v.shape]
+    if absent or extra or shapes:
+        raise ValueError(f"checkpoint: {path!r} was written for a different model (missing {absent[:3]}, "
+                         f"unexpected {extra[:3]}, shapes differ {shapes[:3]})")
+    num_saved = len(_saved_loader_states(state["rng"]))
+    num_gens = len(_loader_generators(loader))
+    if num_saved != num_gens:
+        raise ValueError(f"train_loader: the checkpoint holds the state of {num_saved} shuffling generator(s), "
+                         f"this loader has {num_gens}; resume with a loader built like the original one")
 
 
 @contextlib.contextmanager

@@ -195,6 +195,10 @@ def label_smoothing_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: 
 
     Returns:
         torch.Tensor: the scalar mean loss.
+
+    Raises:
+        ValueError: if ``logits`` or ``target`` is malformed, a target lies outside ``0..C-1`` (checked on
+            the host: one synchronisation on a GPU) or ``smoothing`` outside ``[0, 1]``.
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
         raise ValueError(f"logits: expected a float [N, C] tensor, got "
@@ -206,6 +210,12 @@ def label_smoothing_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: 
     smoothing = _check_real("smoothing", smoothing)
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"smoothing: expected a float in [0, 1], got {smoothing}")
+    if target.numel():
+        # cross_entropy would skip -100 silently (its ignore_index) and fail deep inside on other values
+        low, high = (int(v) for v in torch.aminmax(target))
+        if low < 0 or high >= logits.shape[1]:
+            bad = low if low < 0 else high
+            raise ValueError(f"target: class index {bad} is out of range; allowed are 0..{logits.shape[1] - 1}")
     return torch.nn.functional.cross_entropy(logits, target, label_smoothing=smoothing)
 
 
