@@ -57,6 +57,11 @@ GEMM_MIN_CANDIDATE_DENSITY = 0.1
 NODE_MAJOR, FEATURE_MAJOR, BATCHED = "node_major", "feature_major", "batched"
 
 
+def _sparse_kernels_ok(t: Tensor) -> bool:
+    # torch's CPU sparse kernels (MKL's CSR product, sampled_addmm) take float32 and float64 only
+    return t.device.type != "cpu" or t.dtype in (torch.float32, torch.float64)
+
+
 def _use_onednn(x: Tensor) -> bool:
     # On CPU, oneDNN's 1x1 convolution computes these products 1.5-2x faster than MKL's GEMM (measured at
     # N = 800 / 3328, F = 2k-16k); elsewhere GEMM is the natural kernel.
@@ -438,6 +443,7 @@ class PropagationPlan:
         num_active = self.num_edges if active is None else active.numel()
         self.backend = (choose_backend(num_active, self.num_out, self.num_in, edge_index.device)
                         if backend == "auto" else backend)
+        self._chosen = backend == "auto"
         self.weight_grad = weight_grad
         # ascending unique indices: E of them are all edges
         self._subset = active is not None and active.numel() < self.num_edges
@@ -524,7 +530,13 @@ class PropagationPlan:
     @eager_in_compile
     def __call__(self, x: Tensor, edge_weight: Tensor, node_dim: int = 0) -> Tensor:
         """Apply to features ``x`` with ``num_in`` nodes at ``node_dim``: ``[num_in, *]`` (``node_dim=0``)
-        or ``[B, num_in, *]`` (``node_dim=1``, any memory layout); the nodes become ``num_out``."""
+        or ``[B, num_in, *]`` (``node_dim=1``, any memory layout); the nodes become ``num_out``.
+
+        An ``"auto"`` plan that chose CSR runs dense for features of a dtype the device's sparse kernels
+        lack (float16 and bfloat16 on CPU); an explicit ``backend="csr"`` raises then."""
+        if self.backend == "csr" and not self._chosen and not _sparse_kernels_ok(x):
+            raise TypeError(f"backend: 'csr' has no {x.device.type.upper()} kernel for {x.dtype} features; use "
+                            f"backend='dense' or 'auto', or float32 / float64 features")
         return _Propagate.apply(x, edge_weight, self, node_dim)
 
     def weight_gradient(self, grad_out: Tensor, x: Tensor, layout: str = NODE_MAJOR,
@@ -533,13 +545,18 @@ class PropagationPlan:
         ``x`` a matrix in ``layout`` and ``grad_out`` one in ``grad_layout`` (default: ``layout``)."""
         grad_layout = layout if grad_layout is None else grad_layout
         e = self.num_edges
+        sampled = _sparse_kernels_ok(grad_out)  # otherwise every sampled product is read off the dense one
         if self.weight_grad == "active" and self.active is not None and self.active.numel() < e:
-            vals = self._sampled_outer(*self.csr_index(), _node_major(grad_out, grad_layout),
-                                       _node_major(x, layout))
+            if sampled:
+                vals = self._sampled_outer(*self.csr_index(), _node_major(grad_out, grad_layout),
+                                           _node_major(x, layout))
+            else:
+                vals = dense_outer(grad_out, x, layout, grad_layout).reshape(-1).index_select(
+                    0, self.flat.index_select(0, self.active))
             return grad_out.new_zeros(e).index_copy_(0, self.active, vals)
         if self.complete:
             return dense_outer(grad_out, x, layout, grad_layout).reshape(-1)
-        if e >= GEMM_MIN_CANDIDATE_DENSITY * self.num_out * self.num_in:
+        if e >= GEMM_MIN_CANDIDATE_DENSITY * self.num_out * self.num_in or not sampled:
             return dense_outer(grad_out, x, layout, grad_layout).reshape(-1).index_select(0, self.flat)
         return self._sampled_outer(self.cand.crow(self.edge_index), self.src, _node_major(grad_out, grad_layout),
                                    _node_major(x, layout))
@@ -558,7 +575,13 @@ class _Propagate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, edge_weight: Tensor, plan: PropagationPlan, node_dim: int) -> Tensor:
-        sparse = plan.backend == "csr"
+        shape = list(x.shape)
+        shape[node_dim] = plan.num_out
+        ctx.plan, ctx.node_dim, ctx.in_shape = plan, node_dim, tuple(x.shape)
+        ctx.empty = x.numel() == 0 or plan.num_out == 0
+        if ctx.empty:  # nothing to multiply (no samples, features, or nodes); every gradient is zero
+            return x.new_zeros(shape)
+        sparse = ctx.sparse = plan.backend == "csr" and _sparse_kernels_ok(x)
         m, layout = _canonical(x, node_dim)
         if sparse:
             mat = plan.csr_matrix(edge_weight)
@@ -567,10 +590,7 @@ class _Propagate(torch.autograd.Function):
         else:
             mat = plan.dense_matrix(edge_weight)
             out, out_layout = dense_mm(mat, m, layout), layout
-        shape = list(x.shape)
-        shape[node_dim] = plan.num_out
-        ctx.plan, ctx.layout, ctx.out_layout, ctx.node_dim = plan, layout, out_layout, node_dim
-        ctx.in_shape = tuple(x.shape)
+        ctx.layout, ctx.out_layout = layout, out_layout
         ctx.mat = mat if not sparse else None
         ctx.save_for_backward(m, edge_weight if sparse else None)
         return _shaped(out, out_layout, tuple(shape), node_dim)
@@ -578,12 +598,15 @@ class _Propagate(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the backward products are not recorded: a second derivative raises, not lies
     def backward(ctx, grad_out: Tensor):
-        m, edge_weight = ctx.saved_tensors
         plan, node_dim = ctx.plan, ctx.node_dim
+        if ctx.empty:
+            return (grad_out.new_zeros(ctx.in_shape) if ctx.needs_input_grad[0] else None,
+                    grad_out.new_zeros(plan.num_edges) if ctx.needs_input_grad[1] else None, None, None)
+        m, edge_weight = ctx.saved_tensors
         g = _as_layout(grad_out, node_dim, ctx.out_layout)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            if plan.backend == "csr":
+            if ctx.sparse:
                 gx, gx_layout = sparse_mm(plan.csr_matrix_t(edge_weight), g), NODE_MAJOR
             else:
                 gx, gx_layout = dense_mm_t(ctx.mat, g, ctx.out_layout), ctx.out_layout
@@ -635,6 +658,10 @@ def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = Non
             or edge_index.size(0) != 2:
         raise ValueError("edge_index: expected an int64 tensor of shape [2, E]")
     num_in = x.size(node_dim)
+    if num_nodes is not None and (isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral)
+                                  or num_nodes < 0):
+        raise ValueError(f"num_nodes: expected a non-negative int (the number of output nodes) or None, got "
+                         f"{num_nodes!r}")
     num_out = num_in if num_nodes is None else int(num_nodes)
     e = edge_index.size(1)
     if edge_weight is None:

@@ -63,5 +63,15 @@ def test_budget_larger_than_edges():
         conv(torch.randn(3, 2), torch.tensor([[0, 1], [1, 2]]), torch.randn(2))
 
 
+def test_forward_names_bad_tensors_and_density_on_no_edges():
+    conv = DNWConv(density=0.5)
+    with pytest.raises(TypeError, match="^edge_index: expected an int64 tensor"):
+        conv(torch.randn(3, 2), [[0, 1], [1, 2]], torch.randn(2))
+    with pytest.raises(TypeError, match="^x: expected a tensor"):
+        conv([[1.0, 2.0]], torch.tensor([[0], [0]]), torch.randn(1))
+    out = conv(torch.randn(3, 2), torch.zeros(2, 0, dtype=torch.long), torch.randn(0))
+    assert torch.equal(out, torch.zeros(3, 2))  # no edges: nothing to keep, nothing arrives
+
+
 def test_repr():
     assert repr(DNWConv(density=0.1)) == "DNWConv(density=0.1, backend='auto')"

@@ -262,6 +262,34 @@ def test_adjoint_gradients_match_backprop_through_the_solver(op_kind, backend):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("scenario", ["two_forwards_one_loss", "forward_for_logging_before_backward"])
+def test_adjoint_backward_uses_the_forward_it_differentiates(scenario):
+    """The adjoint's backward evaluates the ODE function again: it must be the function of its own forward,
+    not of a later one (whose weights the adjoint does not differentiate: their gradient came out zero)."""
+    graph = random_digraph(5)
+    n = graph.num_nodes
+    x1, x2 = features("vector", 2, 2, 3), features("vector", 3, 2, 3)
+    grads = []
+    for adjoint in (False, True):
+        torch.manual_seed(5)
+        m = ContinuousTimeGraph(graph, NodeSequential(NodeAffine(n), Activation("tanh")), Activation("tanh"),
+                                wiring="dnw", k=graph.num_edges // 2, rtol=1e-10, atol=1e-10,
+                                adjoint=adjoint).double()
+        if scenario == "two_forwards_one_loss":
+            loss = m(x1).pow(2).sum() + m(x2).pow(3).sum()
+        else:
+            loss = m(x1).pow(2).sum()
+            with torch.no_grad():
+                m(x2)
+        loss.backward()
+        grads.append((m.weight.grad.clone(), [p.grad.clone() for p in m.node_op.parameters()]))
+    (w0, p0), (w1, p1) = grads
+    assert bool((w0 != 0).any())
+    torch.testing.assert_close(w1, w0, rtol=1e-6, atol=1e-9)
+    for a, b in zip(p1, p0):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
 def test_linear_continuous_graph_matches_matrix_exponential():
     n = 5
     graph = random_digraph(2, n=n, p=0.6)
@@ -501,6 +529,34 @@ def test_discrete_sub_products_of_first_and_last_step_are_exact(steps, inject, b
         torch.testing.assert_close(got, p.grad, rtol=1e-9, atol=1e-12)
     with torch.no_grad():
         torch.testing.assert_close(m(x), discrete_reference(m, a, x, steps, inject == "every_step"))
+
+
+def test_discrete_batch_norm_post_op_updates_every_node_as_the_full_loop_does():
+    # the output-rows shortcut of the last step would leave the other nodes' running statistics one update
+    # short per forward in training, and eval outputs would drift from the model's own definition
+    import copy
+
+    n = 8
+    edges = [(s, t) for s in range(n) for t in range(n) if (s + 2 * t) % 3]
+    graph = NeuralGraph.from_edge_list(edges, num_nodes=n, inputs=[0, 1], outputs=[6, 7])
+    torch.manual_seed(4)
+    m = DiscreteTimeGraph(graph, image_node_op(n, order="relu-conv"), NodeNorm(n, "batch"), "dnw",
+                          k=len(edges) // 2, steps=3).double()
+    assert "last" in m._subsets
+    ref = copy.deepcopy(m)
+    mask = reference_mask(m, "dnw")
+    for seed in range(3):
+        x = features("image", 4, 2, seed)
+        out = m(x)
+        with torch.no_grad():
+            expected = discrete_reference(ref, dense_matrix(ref, mask), x, 3)
+        torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(m.post_op.running_mean, ref.post_op.running_mean)
+    torch.testing.assert_close(m.post_op.running_var, ref.post_op.running_var)
+    m.eval(), ref.eval()
+    x = features("image", 4, 2, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), discrete_reference(ref, dense_matrix(ref, mask), x, 3))
 
 
 def test_discrete_first_step_uses_every_node_when_the_op_does_not_map_zero_to_zero():

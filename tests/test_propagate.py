@@ -364,6 +364,66 @@ def test_validation_errors():
         PropagationPlan(ei, 3, 3, backend="sparse")
 
 
+@pytest.mark.parametrize("backend", BACKENDS + ["auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["no_samples", "no_features", "no_outputs", "no_inputs"])
+def test_empty_operands_give_zeros_on_every_backend(backend, dtype, case):
+    # oneDNN's convolution refuses empty operands; the product of nothing is zeros of the output's shape
+    ei = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    num_nodes, node_dim = None, 1
+    if case == "no_samples":
+        x = torch.randn(0, 3, 4, 4, dtype=dtype)
+    elif case == "no_features":
+        x, node_dim = torch.randn(3, 0, dtype=dtype), 0
+    elif case == "no_outputs":
+        x, ei, num_nodes, node_dim = torch.randn(3, 5, dtype=dtype), torch.zeros(2, 0, dtype=torch.long), 0, 0
+    else:
+        x, ei, num_nodes, node_dim = torch.randn(0, 4, dtype=dtype), torch.zeros(2, 0, dtype=torch.long), 2, 0
+    x.requires_grad_(True)
+    w = torch.randn(ei.size(1), dtype=dtype, requires_grad=True)
+    out = propagate(x, ei, w, num_nodes, backend=backend, node_dim=node_dim)
+    ref = loop_reference(x.detach(), ei, w.detach(), x.size(node_dim) if num_nodes is None else num_nodes,
+                         node_dim)
+    assert out.shape == ref.shape and torch.equal(out, ref)
+    (out.sum() + x.sum() * 0 + w.sum() * 0).backward()
+    assert torch.equal(x.grad, torch.zeros_like(x)) and torch.equal(w.grad, torch.zeros_like(w))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cpu_runs_dense_where_csr_has_no_kernel(dtype):
+    n = 200
+    ei = random_bipartite(n, n, 800, seed=3)
+    assert choose_backend(800, n, n, torch.device("cpu")) == "csr"  # auto would pick CSR for float32
+    x = torch.randn(n, 8).to(dtype).requires_grad_(True)
+    w = torch.randn(800).to(dtype).requires_grad_(True)
+    active = active_subset(800, 0.5, 0)
+    for weight_grad in ("all", "active"):
+        out = propagate(x, ei, w, active=active, weight_grad=weight_grad)
+        g = torch.randn(out.shape).to(dtype)
+        gx, gw = torch.autograd.grad(out, (x, w), g)
+        # the float64 reference of the same half-precision numbers
+        mask = torch.zeros(800, dtype=torch.bool)
+        mask[active] = True
+        a = dense_matrix(ei, w.detach().double() * mask, n, n)
+        ref = a @ x.detach().double()
+        rgx = a.t() @ g.double()
+        rgw = ((g.double() @ x.detach().double().t())[ei[1], ei[0]])
+        if weight_grad == "active":
+            rgw = rgw * mask
+        tol = dict(rtol=0.05, atol=0.2)
+        torch.testing.assert_close(out.double(), ref, **tol)
+        torch.testing.assert_close(gx.double(), rgx, **tol)
+        torch.testing.assert_close(gw.double(), rgw, **tol)
+    with pytest.raises(TypeError, match=f"^backend: 'csr' has no CPU kernel for {dtype} features"):
+        propagate(x, ei, w, backend="csr")
+
+
+@pytest.mark.parametrize("num_nodes", [3.9, "3", -1, True])
+def test_num_nodes_is_checked(num_nodes):
+    with pytest.raises(ValueError, match="^num_nodes: expected a non-negative int"):
+        propagate(torch.randn(3, 2), torch.tensor([[0, 1], [1, 2]]), torch.randn(2), num_nodes)
+
+
 def test_csr_paths_emit_no_warning():
     # A fresh interpreter: torch warns only once per process, so an in-process check would depend on order.
     # Every warning is an error, torch's "sparse ... is in beta state" notice included: neuralgraphs silences

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -17,20 +17,23 @@ from neuralgraphs.wiring import Wiring
 
 
 class _GraphODE(nn.Module):
-    """``dZ/dt = g(A f(Z))`` with the plan and weights of the current forward; counts evaluations."""
+    """``dZ/dt = g(A f(Z))`` with the plan and weights of one forward; counts evaluations on its owner.
 
-    def __init__(self, owner: "ContinuousTimeGraph") -> None:
+    A new one is made for every forward: the adjoint's backward evaluates the function again, and it must
+    see the wiring and weights of the forward it differentiates, not those of a later forward (two forwards
+    summed into one loss, gradient accumulation, a forward for logging before ``backward``)."""
+
+    def __init__(self, owner: "ContinuousTimeGraph", plan: PropagationPlan, edge_weight: Tensor,
+                 to_memory: Tuple[int, ...], from_memory: Tuple[int, ...]) -> None:
         super().__init__()
         # Held outside the module tree so parameters are not registered twice.
         self.__dict__["owner"] = owner
-        self.nfe = 0
-        self.plan: Optional[PropagationPlan] = None
-        self.edge_weight: Optional[Tensor] = None
-        self.to_memory = self.from_memory = ()
+        self.plan, self.edge_weight = plan, edge_weight
+        self.to_memory, self.from_memory = to_memory, from_memory
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        self.nfe += 1
         o = self.owner
+        o._nfe_total += 1
         n = o.graph.num_nodes
         everything = slice(0, n)
         z = z.permute(self.from_memory)  # the solver's memory-order state as [B, N, *]
@@ -94,24 +97,23 @@ class ContinuousTimeGraph(WiredGraph):
         self.post_op = post_op if post_op is not None else Identity()
         self.t_end, self.method, self.rtol, self.atol = float(t_end), method, float(rtol), float(atol)
         self.adjoint, self.options, self.lean_stages = adjoint, dict(options or {}), lean_stages
-        self.func = _GraphODE(self)
         self.nfe_forward = 0
+        self._nfe_total = 0
         self._nfe_before_backward = 0
 
     @property
     def nfe_backward(self) -> int:
-        """Function evaluations since the end of the last forward (the adjoint's backward solve)."""
-        return self.func.nfe - self._nfe_before_backward
+        """Function evaluations since the end of the last forward (the adjoint's backward solves)."""
+        return self._nfe_total - self._nfe_before_backward
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         a = self.active()
         n = self.graph.num_nodes
         backend = self._backend_for(a.index.numel(), n, n, x)
-        self.func.plan = PropagationPlan(self.edge_index, n, n, active=a.index, backend=backend,
-                                         weight_grad=self.weight_grad, weights_masked=True)
-        self.func.edge_weight = a.weight
-        z0 = self._initial_state(x, node_major=self.func.plan.backend == "csr")
+        plan = PropagationPlan(self.edge_index, n, n, active=a.index, backend=backend,
+                               weight_grad=self.weight_grad, weights_masked=True)
+        z0 = self._initial_state(x, node_major=plan.backend == "csr")
         # torchdiffeq stores the Runge-Kutta stages as one tensor [*state.shape, stages] in logical order, so
         # with a permuted state (nodes innermost or node-major) every stage write is a transposing copy.  The
         # solver gets the state as the contiguous tensor of its memory order instead, and the right-hand
@@ -119,27 +121,26 @@ class ContinuousTimeGraph(WiredGraph):
         # 8-32).  The error norm is over all entries, so the steps taken are the same.
         to_memory = tuple(sorted(range(z0.dim()), key=lambda d: (-z0.stride(d), d)))
         from_memory = tuple(sorted(range(z0.dim()), key=lambda d: to_memory[d]))
-        self.func.to_memory, self.func.from_memory = to_memory, from_memory
+        func = _GraphODE(self, plan, a.weight, to_memory, from_memory)
         z0 = z0.permute(to_memory).contiguous()
-        zt = self._solve(z0, a.weight)
-        self.nfe_forward = self.func.nfe
-        self._nfe_before_backward = self.func.nfe
+        start = self._nfe_total
+        zt = self._solve(func, z0, a.weight)
+        self.nfe_forward = self._nfe_total - start
+        self._nfe_before_backward = self._nfe_total
         return zt[-1].permute(from_memory).index_select(1, self.outputs)
 
     # torch.compile runs the solve eagerly: torchdiffeq's adaptive step control is data-dependent Python
     @eager_in_compile
-    def _solve(self, z0: Tensor, edge_weight: Tensor) -> Tensor:
+    def _solve(self, func: _GraphODE, z0: Tensor, edge_weight: Tensor) -> Tensor:
         import torchdiffeq
 
         t = torch.tensor([0.0, self.t_end], dtype=z0.dtype, device=z0.device)
-        self.func.nfe = 0
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options or None)
         with _rk.lean_stages(self.method, self.lean_stages):
             if self.adjoint:
                 params = tuple(p for m in (self.node_op, self.post_op) for p in m.parameters() if p.requires_grad)
-                return torchdiffeq.odeint_adjoint(self.func, z0, t, adjoint_params=params + (edge_weight,),
-                                                  **kwargs)
-            return torchdiffeq.odeint(self.func, z0, t, **kwargs)
+                return torchdiffeq.odeint_adjoint(func, z0, t, adjoint_params=params + (edge_weight,), **kwargs)
+            return torchdiffeq.odeint(func, z0, t, **kwargs)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", t_end={self.t_end}, method={self.method!r}, rtol={self.rtol}, "

@@ -14,6 +14,10 @@ from neuralgraphs.propagate import PropagationPlan
 from neuralgraphs.wiring import Wiring
 
 
+def _keeps_running_stats(module: nn.Module) -> bool:
+    return any(getattr(m, "running_mean", None) is not None for m in module.modules())
+
+
 class DiscreteTimeGraph(WiredGraph):
     r"""A discrete-time dynamic neural graph.
 
@@ -29,7 +33,9 @@ class DiscreteTimeGraph(WiredGraph):
     Only the output nodes of :math:`\mathbf{Z}(T)` are read, so the last step multiplies only the output
     rows of :math:`\mathbf{A}` and applies ``post_op`` to the output range; and when ``node_op`` maps zero
     inputs to zeros (``maps_zero_to_zero``), the first step multiplies only the input columns.  Results
-    and gradients are those of the full products (node ops act on each node independently).
+    and gradients are those of the full products (node ops act on each node independently).  A ``post_op``
+    with running statistics (batch norm) gets the full last step in training, so that every node's
+    statistics are updated as often as in the full computation.
 
     Args:
         graph: any candidate graph.
@@ -113,10 +119,11 @@ class DiscreteTimeGraph(WiredGraph):
         everything = slice(0, n)
         (o0, o1), (i0, i1) = self._out_range, self._in_range
         skip_first = "first" in self._subsets and maps_zero_to_zero(self.node_op)
+        rows_only = "last" in self._subsets and not (self.training and _keeps_running_stats(self.post_op))
         z = self._initial_state(x, node_major=plan.backend == "csr")
         x0 = z if self.inject == "every_step" else None
         for t in range(self.steps):
-            first, last = t == 0 and skip_first, t == self.steps - 1 and "last" in self._subsets
+            first, last = t == 0 and skip_first, t == self.steps - 1 and rows_only
             rows = slice(o0, o1) if last else everything
             if first:
                 h = self.node_op(z[:, i0:i1], slice(i0, i1))
@@ -129,7 +136,7 @@ class DiscreteTimeGraph(WiredGraph):
             if x0 is not None:
                 agg = agg + x0[:, rows]
             z = self.post_op(agg, rows)
-        return z.index_select(1, self._out_local if "last" in self._subsets else self.outputs)
+        return z.index_select(1, self._out_local if rows_only else self.outputs)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", steps={self.steps}, inject={self.inject!r}"

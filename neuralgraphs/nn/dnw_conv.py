@@ -61,9 +61,15 @@ class DNWConv(MessagePassing):
             if self.k > num_edges:
                 raise ValueError(f"k: budget of {self.k} edges is larger than the {num_edges} edges given")
             return self.k
+        if num_edges == 0:
+            return 0
         return max(1, int(round(float(self.density) * num_edges)))
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x: expected a tensor of node features, got {type(x).__name__}")
+        if not isinstance(edge_index, Tensor):
+            raise TypeError(f"edge_index: expected an int64 tensor of shape [2, E], got {type(edge_index).__name__}")
         if not isinstance(edge_weight, Tensor) or edge_weight.dim() != 1:
             raise ValueError("edge_weight: expected a 1-D tensor with one weight per edge")
         if edge_index.dim() != 2 or edge_weight.numel() != edge_index.size(1):
