@@ -395,7 +395,7 @@ def test_augmentation_validation():
         D.random_crop_flip(generator="0")
     with pytest.raises(ValueError, match="padding"):
         D.random_crop_flip(padding=4, padding_mode="reflect")(torch.zeros(1, 3, 3))
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x: expected a \[C, H, W\] tensor, got \(3, 3\)$"):
         D.random_crop_flip()(torch.zeros(3, 3))
 
 

@@ -443,6 +443,71 @@ def test_relabel_rejects_non_permutation():
         g.relabel(torch.tensor([0, 1, 3]))
 
 
+# ----------------------------------------------------------------------------- useful edges and pruning
+
+
+def nx_useful_edges(num_nodes, edges, inputs, outputs):
+    """Edges on some input -> output path of a DAG: source reachable from an input (or an input itself),
+    target reaching an output (or an output itself), by networkx descendants / ancestors."""
+    g = nx_of(num_nodes, edges)
+    fwd = set(inputs).union(*(nx.descendants(g, v) for v in inputs))
+    bwd = set(outputs).union(*(nx.ancestors(g, v) for v in outputs))
+    return [(u, v) for u, v in edges if u in fwd and v in bwd]
+
+
+@st.composite
+def dags_with_ports(draw):
+    n, edges = draw(random_dags(min_nodes=2, max_nodes=10))
+    inputs = draw(st.lists(st.integers(0, n - 1), unique=True, min_size=0, max_size=3))
+    outputs = draw(st.lists(st.integers(0, n - 1), unique=True, min_size=0, max_size=3))
+    shuffle = draw(st.permutations(list(range(len(edges)))))
+    return n, [edges[i] for i in shuffle], inputs, outputs
+
+
+def check_useful_and_pruned(n, edges, inputs, outputs):
+    ei = torch.tensor(edges, dtype=torch.long).t().reshape(2, -1)
+    names = [f"{u}->{v}" for u, v in edges]
+    g = NeuralGraph(n, ei, inputs=inputs, outputs=outputs,
+                    edge_attrs={"name": names, "pos": list(range(len(edges)))}, node_labels=list(range(10, 10 + n)))
+    expected = nx_useful_edges(n, edges, inputs, outputs)
+    mask = g.useful_edges()
+    assert mask.dtype == torch.bool and mask.shape == (g.num_edges,)
+    assert {e for e, m in zip(edge_list(g.edge_index), mask.tolist()) if m} == set(expected)
+    if not expected:
+        with pytest.raises(ValueError, match="no candidate edge lies on a path from an input to an output"):
+            g.prune_useless()
+        return g, expected
+    p = g.prune_useless()
+    assert set(edge_list(p.edge_index)) == set(expected) and p.num_edges == len(expected)
+    assert_sorted_by_target_source(p.edge_index)
+    for j, (u, v) in enumerate(edge_list(p.edge_index)):  # attributes follow their edges
+        assert p.edge_attrs["name"][j] == f"{u}->{v}"
+        assert edges[p.edge_attrs["pos"][j]] == (u, v)
+    assert p.inputs.tolist() == g.inputs.tolist() and p.outputs.tolist() == g.outputs.tolist()
+    assert p.num_nodes == n and p.node_labels == list(range(10, 10 + n))
+    assert bool(p.useful_edges().all())  # pruning is idempotent
+    return g, expected
+
+
+def test_useful_edges_and_prune_useless_by_hand():
+    # 0 -> 1 -> 3 is the only input-output path; 2 is unreachable from the input, 4 never reaches the output
+    edges = [(0, 1), (1, 3), (2, 3), (1, 4), (2, 4), (0, 4)]
+    g, expected = check_useful_and_pruned(5, edges, inputs=[0], outputs=[3])
+    assert sorted(expected) == [(0, 1), (1, 3)]
+    assert not bool(g.useful_edges().all())
+    # with every node an input and an output every edge is useful: prune keeps the whole graph
+    check_useful_and_pruned(5, edges, inputs=list(range(5)), outputs=list(range(5)))
+    # no edge from an input ever reaches an output
+    _, expected = check_useful_and_pruned(5, edges, inputs=[3], outputs=[0])
+    assert expected == []
+
+
+@SETTINGS
+@given(dags_with_ports())
+def test_useful_edges_and_prune_useless_equal_networkx(data):
+    check_useful_and_pruned(*data)
+
+
 # ----------------------------------------------------------------------------- candidate generators
 
 

@@ -82,8 +82,10 @@ def test_level_schedule_equals_node_schedule(make):
     torch.testing.assert_close(after_level, stage.ops.running_mean)
 
 
-def _reference_stage(stage, x, edges, n):
-    """Node by node with plain torch ops: sigmoid-weighted sums, ReLU -> 3x3 dw -> 1x1 -> BN (batch stats)."""
+def _reference_stage(stage, x, edges, n, drop=None):
+    """Node by node with plain torch ops: sigmoid-weighted sums, ReLU -> 3x3 dw -> 1x1 -> BN (batch stats).
+
+    ``drop``: optional ``[N, B]`` per-sample factor multiplying each node's output (DropPath)."""
     ops = stage.ops
     preds = {v: [u for u, t in edges if t == v] for v in range(n)}
     succs = {v: [t for u, t in edges if u == v] for v in range(n)}
@@ -107,6 +109,8 @@ def _reference_stage(stage, x, edges, n):
         var = h.var((0, 2, 3), unbiased=False, keepdim=True)
         z[v] = (h - mean) / torch.sqrt(var + 1e-5) * ops.bn_weight[v].view(1, -1, 1, 1) \
             + ops.bn_bias[v].view(1, -1, 1, 1)
+        if drop is not None:
+            z[v] = z[v] * drop[v].view(-1, 1, 1, 1)
     sinks = [v for v in range(n) if not succs[v]]
     return sum(z[v] for v in sinks) / len(sinks)
 
@@ -179,8 +183,73 @@ def test_drop_path_training_only():
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def _dnw_reference(stage, x):
-    """Node by node over *all* candidates, weights w * mask as a leaf: its gradient is the STE gradient."""
+def _reference_drop(num_nodes, batch, p, seed):
+    """The DropPath factors the module docstring specifies, drawn as it says: one ``[N, B]`` uniform draw
+    from torch's global generator; a node-sample pair is dropped (0) with probability p, else kept and
+    scaled by 1 / (1 - p)."""
+    torch.manual_seed(seed)
+    keep = torch.rand(num_nodes, batch) >= p
+    return keep, torch.where(keep, torch.full((num_nodes, batch), 1.0 / (1.0 - p)), torch.zeros(()))
+
+
+def test_drop_path_matches_reference_mask():
+    # sources {0, 1}, inner {2, 3, 4}, sinks {3, 4}: a dropped source also silences its paths through 2 to 4
+    edges = [(0, 2), (1, 2), (1, 3), (2, 4)]
+    n, b, p, seed = 5, 8, 0.4, 12
+    stage = RandWireStage(_dag(n, edges), 2, 3, stride=2, drop_path=p, seed=0)
+    with torch.no_grad():
+        stage.edge_logit.normal_()
+        stage.input_logit.normal_()
+        stage.ops.bn_weight.normal_()
+        stage.ops.bn_bias.normal_()
+    x = torch.randn(b, 2, 8, 8)
+    keep, drop = _reference_drop(n, b, p, seed)
+    # the seed drops source 0 of a sample whose nodes 2, 3, 4 are kept: the drop must reach the output via 2 -> 4
+    assert bool((~keep[0] & keep[2] & keep[3] & keep[4]).any())
+    ref = _reference_stage(stage, x, edges, n, drop=drop)
+    stage.train()
+    for schedule in ("level", "node"):
+        torch.manual_seed(seed)
+        y = stage(x, schedule=schedule)
+        torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5, msg=schedule)
+    # without DropPath the same stage gives the undropped reference
+    stage.drop_path = 0.0
+    torch.testing.assert_close(stage(x), _reference_stage(stage, x, edges, n), atol=1e-5, rtol=1e-5)
+
+
+def test_drop_path_statistics():
+    # over many samples: drop frequency p, and a kept output scaled by exactly 1 / (1 - p)
+    p, b = 0.3, 4000
+    stage = RandWireStage(_dag(1, []), 1, 1, stride=1, drop_path=p, seed=0)  # input -> node 0 -> output
+    x = torch.randn(b, 1, 1, 1)
+    torch.manual_seed(0)
+    y = stage.train()(x).view(-1)
+    plain = _reference_stage(stage, x, [], 1).view(-1)  # BN over the batch: every sample kept
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - p) < 4 * (p * (1 - p) / b) ** 0.5
+    kept = ~dropped & (plain.abs() > 1e-3)
+    torch.testing.assert_close(y[kept] / plain[kept], torch.full((int(kept.sum()),), 1.0 / (1.0 - p)),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_dnw_drop_path_matches_reference_mask():
+    n, b, p, seed = 5, 6, 0.5, 2
+    stage = DNWStage(n, 3, 4, 9, stride=2, seed=0, drop_path=p)
+    x = torch.randn(b, 3, 8, 8)
+    keep, drop = _reference_drop(n, b, p, seed)
+    assert bool(keep.any()) and not bool(keep.all())
+    ref, _, _ = _dnw_reference(stage, x, drop=drop)
+    stage.train()
+    for schedule in ("level", "node"):
+        torch.manual_seed(seed)
+        y = stage(x, schedule=schedule)
+        torch.testing.assert_close(y, ref.detach(), atol=1e-5, rtol=1e-5, msg=schedule)
+
+
+def _dnw_reference(stage, x, drop=None):
+    """Node by node over *all* candidates, weights w * mask as a leaf: its gradient is the STE gradient.
+
+    ``drop``: optional ``[N, B]`` per-sample factor multiplying each hidden node's output (DropPath)."""
     act = stage.wiring(stage.weight)
     w = (stage.weight.detach() * act.mask).requires_grad_(True)
     src, dst = stage.candidates.edge_index.tolist()
@@ -196,6 +265,8 @@ def _dnw_reference(stage, x):
         var = h.var((0, 2, 3), unbiased=False, keepdim=True)
         z[v] = (h - mean) / torch.sqrt(var + 1e-5) * ops.bn_weight[v - 1].view(1, -1, 1, 1) \
             + ops.bn_bias[v - 1].view(1, -1, 1, 1)
+        if drop is not None:
+            z[v] = z[v] * drop[v - 1].view(-1, 1, 1, 1)
     out = sum(w[e] * z[src[e]] for e in range(len(src)) if dst[e] == n + 1)
     # the output BN, in training mode: batch statistics over (B, H, W)
     bn = stage.out_bn

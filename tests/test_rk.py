@@ -1,6 +1,9 @@
 """The lean Runge-Kutta step against torchdiffeq's own step: same solution, same steps, same gradients."""
 
+import sys
 import threading
+import time
+import types
 
 import pytest
 import torch
@@ -135,22 +138,50 @@ def test_lean_stages_restores_torchdiffeq_and_skips_fixed_grid_methods():
 
 
 def test_lean_stages_is_thread_safe():
-    errors = []
+    n_threads, iters = 4, 300
+    errors, seen, stores = [], [], []
+    barrier = threading.Barrier(n_threads)
 
     def work():
         try:
-            for _ in range(20):
-                with _rk.lean_stages("dopri5"):
-                    pass
+            barrier.wait()
+            for _ in range(iters):
+                with _rk.lean_stages("dopri5") as used:
+                    at_entry = rk_common._runge_kutta_step is _rk.runge_kutta_step
+                    time.sleep(0)  # let the other threads enter and leave meanwhile
+                    seen.append((used, at_entry, rk_common._runge_kutta_step is _rk.runge_kutta_step,
+                                 _rk._users >= 1))
+                time.sleep(0)  # ... and let this thread find the count at 0 next time
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and _rk._users == 0 and rk_common._runge_kutta_step is _rk._STOCK_STEP
+    class YieldingModule(types.ModuleType):
+        # Under the GIL, ``if _users == 0: patch; _users += 1`` has no point where CPython 3.11 switches
+        # threads, so an unlocked lean_stages would pass without this.  Yielding inside the store opens the
+        # window between reading the user count and updating it, which is what the lock has to close.
+        def __setattr__(self, name, value):
+            if name == "_runge_kutta_step":
+                stores.append(value)
+            time.sleep(0)
+            super().__setattr__(name, value)
+
+    interval, module_class = sys.getswitchinterval(), rk_common.__class__
+    sys.setswitchinterval(1e-6)
+    rk_common.__class__ = YieldingModule
+    try:
+        threads = [threading.Thread(target=work) for _ in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        rk_common.__class__ = module_class
+        sys.setswitchinterval(interval)
+    assert not errors
+    assert len(seen) == n_threads * iters
+    assert all(all(flags) for flags in seen), f"{sum(not all(f) for f in seen)} blocks ran without the lean step"
+    assert _rk._users == 0 and rk_common._runge_kutta_step is _rk._STOCK_STEP
+    assert stores and stores[-1] is _rk._STOCK_STEP  # the stores went through the yielding class
 
 
 @pytest.mark.parametrize("adjoint", [False, True])

@@ -548,26 +548,48 @@ def test_state_dict_of_unfrozen_lazy_fixed_wiring_stays_lazy():
 # ----------------------------------------------------------------------------- acyclic static graphs
 
 
+def _nx_longest_path_levels(num_nodes, edges):
+    """Level of every node of a DAG: 0 without parents, else 1 + the parents' maximum (networkx order)."""
+    ref = nx.DiGraph()
+    ref.add_nodes_from(range(num_nodes))
+    ref.add_edges_from(edges)
+    level = {}
+    for v in nx.topological_sort(ref):  # raises NetworkXUnfeasible on a cycle
+        preds = list(ref.predecessors(v))
+        level[v] = 1 + max(level[u] for u in preds) if preds else 0
+    return [level[v] for v in range(num_nodes)]
+
+
 @SETTINGS
 @given(which=st.sampled_from(["blocked", "complete"]), seed=st.integers(0, 2**31 - 1),
-       frac=st.floats(0.01, 1.0))
-def test_any_selection_from_ordered_candidates_is_acyclic(which, seed, frac):
+       frac=st.floats(0.01, 1.0), tied=st.booleans())
+def test_any_selection_from_ordered_candidates_is_acyclic(which, seed, frac, tied):
     g = blocked_dag([2, 3, 3, 2]) if which == "blocked" else complete_dag(9)
+    cand = [tuple(e) for e in g.edge_index.t().tolist()]
     gen = torch.Generator().manual_seed(seed)
     keep = torch.rand(g.num_edges, generator=gen) < frac
     keep[torch.randint(g.num_edges, (1,), generator=gen)] = True
-    chosen = g.edge_index[:, keep]
-    ref = nx.DiGraph()
-    ref.add_nodes_from(range(g.num_nodes))
-    ref.add_edges_from(chosen.t().tolist())
-    assert nx.is_directed_acyclic_graph(ref)
-    sub = NeuralGraph(g.num_nodes, chosen)
-    assert sub.is_dag
-    # a trained top-k selection is a selection too
+
+    def check_selection(index):
+        edges = [cand[i] for i in index.tolist()]
+        sub = NeuralGraph(g.num_nodes, g.edge_index[:, index])
+        assert sub.is_dag
+        assert {(int(u), int(v)) for u, v in sub.edge_index.t().tolist()} == set(edges)
+        levels = _nx_longest_path_levels(g.num_nodes, edges)
+        assert sub.levels().tolist() == levels
+
+    check_selection(keep.nonzero().view(-1))
+    # a trained top-k selection is a selection too: exactly the reference top-k, with its weights
     k = max(1, int(frac * g.num_edges))
-    a = TopKWiring(g, k=k)(torch.randn(g.num_edges, generator=gen))
-    ref_top = nx.DiGraph(g.edge_index[:, a.index].t().tolist())
-    assert nx.is_directed_acyclic_graph(ref_top)
+    w = tied_weights(g.num_edges, seed) if tied else torch.randn(g.num_edges, generator=gen)
+    a = TopKWiring(g, k=k)(w)
+    expected = ref_topk(w, k)
+    assert torch.equal(a.index, expected)
+    mask = torch.zeros(g.num_edges, dtype=torch.bool)
+    mask[expected] = True
+    assert torch.equal(a.mask, mask)
+    torch.testing.assert_close(a.weight.detach(), torch.where(mask, w, torch.zeros_like(w)), rtol=0, atol=0)
+    check_selection(a.index)
 
 
 def test_large_dnw_selection_is_acyclic():
