@@ -234,7 +234,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     The run is deterministic given ``seed`` and the model's initial state: ``fit`` seeds torch, numpy and
     Python's ``random`` and, when the train loader has its own ``generator`` (as
     :func:`~neuralgraphs.train.digits_loaders` gives it) or its sampler has one, reseeds those too, so the
-    batch order does not depend on earlier use of the loader. These global generators are restored when ``fit`` returns. On CPU the
+    batch order does not depend on earlier use of the loader. These global generators are restored when
+    ``fit`` returns. On CPU the
     same seed gives the same weights, wiring and accuracies.
 
     ``schedule="cosine"`` decays the rate per step to 0 over the run; ``"multistep"`` multiplies it by 0.1 at
@@ -448,7 +449,7 @@ def _check_resumable(path: str, state: Dict[str, Any], run_info: Dict[str, Any],
     if absent or extra or shapes:
         raise ValueError(f"checkpoint: {path!r} was written for a different model (missing {absent[:3]}, "
                          f"unexpected {extra[:3]}, shapes differ {shapes[:3]})")
-    num_saved = len(_saved_loader_states(state["rng"]))
+    num_saved = len(_saved_loader_states(state["rng"] if isinstance(state["rng"], dict) else {}))
     num_gens = len(_loader_generators(loader))
     if num_saved != num_gens:
         raise ValueError(f"train_loader: the checkpoint holds the state of {num_saved} shuffling generator(s), "

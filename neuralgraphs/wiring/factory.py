@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from neuralgraphs.graph import NeuralGraph
-from neuralgraphs.wiring.wiring import CompleteWiring, FixedWiring, RandomWiring, TopKWiring, Wiring
+from neuralgraphs.wiring.wiring import CompleteWiring, FixedWiring, RandomWiring, TopKWiring, Wiring, _check_graph
 
 WIRINGS = ("dnw", "random", "complete", "no_update")
 
@@ -29,8 +29,7 @@ def make_wiring(wiring: Union[str, Wiring, None], graph: NeuralGraph, *, k: Opti
         TypeError, ValueError: on an unknown wiring, a wiring built for another graph, or a budget given
             with the complete wiring (which keeps every candidate and would silently ignore it).
     """
-    if not isinstance(graph, NeuralGraph):
-        raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
+    _check_graph(graph)
     if isinstance(wiring, Wiring):
         if wiring.num_candidates != graph.num_edges:
             raise ValueError(f"wiring: built for {wiring.num_candidates} candidates but the graph has "

@@ -42,7 +42,8 @@ _INT32_MAX = 2**31 - 1
 
 
 def _float_keys(scores: Tensor) -> Tensor:
-    """int32 keys in the order of the fp32 ``scores`` (-0.0 equal to +0.0), every NaN one key above ``+inf``.
+    """int32 keys in the order of the fp32 ``scores`` (-0.0 equal to +0.0); every NaN gets the one key
+    ``2**31 - 1``, above ``+inf``.
 
     A non-negative float's bit pattern, read as an integer, grows with its value; a negative float is its
     magnitude's pattern with the sign bit set, so it is keyed by the negated magnitude pattern."""
