@@ -12,11 +12,12 @@ from neuralgraphs.analysis.counts import effective_edge_mask
 from neuralgraphs.dynamics import DiscreteTimeGraph, StaticGraph
 from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.models import DigitsGraphClassifier, TinyClassifier
-from neuralgraphs.nodes import vector_node_op
+from neuralgraphs.nodes import Activation, NodeSequential, image_node_op, vector_node_op
 
 
-def nx_reference(module):
-    """(effective edge mask, live node mask) from networkx on the active subgraph."""
+def nx_reference(module, zero_preserving=True):
+    """(effective edge mask, live node mask) from networkx on the active subgraph.  With node operations
+    that do not map zeros to zeros every node carries a signal, not only those an input reaches."""
     with torch.no_grad():
         mask = module.active().mask
     g = module.graph
@@ -24,7 +25,7 @@ def nx_reference(module):
     act = nx.DiGraph()
     act.add_nodes_from(range(g.num_nodes))
     act.add_edges_from([(int(s), int(t)) for s, t, a in zip(src, dst, mask) if a])
-    fwd = set(g.inputs.tolist())
+    fwd = set(g.inputs.tolist()) if zero_preserving else set(range(g.num_nodes))
     for v in g.inputs.tolist():
         fwd |= nx.descendants(act, v)
     bwd = set(g.outputs.tolist())
@@ -37,35 +38,66 @@ def nx_reference(module):
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), n=st.integers(3, 12), static=st.booleans(), frac=st.floats(0.1, 1.0))
-def test_effective_edges_and_live_nodes_match_networkx(seed, n, static, frac):
+@given(seed=st.integers(0, 10_000), n=st.integers(3, 12), static=st.booleans(), frac=st.floats(0.1, 1.0),
+       zero_preserving=st.booleans())
+def test_effective_edges_and_live_nodes_match_networkx(seed, n, static, frac, zero_preserving):
     rng = np.random.default_rng(seed)
     pairs = [(s, t) for s in range(n) for t in range(n) if (s < t if static else True) and rng.random() < 0.5]
     pairs = pairs or [(0, n - 1)]
     graph = NeuralGraph.from_edge_list(pairs, num_nodes=n, inputs=[0], outputs=[n - 1, n // 2])
     k = max(1, int(frac * graph.num_edges))
     torch.manual_seed(seed)
+    # tanh alone maps zeros to zeros; the affine map's bias does not
+    op = NodeSequential(Activation("tanh")) if zero_preserving else vector_node_op(n)
     if static:
-        m = StaticGraph(graph, vector_node_op(n), "dnw", k=k)
+        m = StaticGraph(graph, op, "dnw", k=k)
     else:
-        m = DiscreteTimeGraph(graph, vector_node_op(n), None, "dnw", k=k)
-    eff, live = nx_reference(m)
+        m = DiscreteTimeGraph(graph, op, None, "dnw", k=k)
+    eff, live = nx_reference(m, zero_preserving)
     assert torch.equal(effective_edge_mask(m), eff)
     assert effective_edges(m) == int(eff.sum())
     assert torch.equal(live_nodes(m), live)
 
 
 def test_dead_branch_is_not_counted():
-    # 0 -> 1 -> 3 (output); 0 -> 2 dead end; 4 -> 3 from an unreachable node
+    # 0 -> 1 -> 3 (output); 0 -> 2 dead end; 4 -> 3 from a node no input reaches
     graph = NeuralGraph.from_edge_list([(0, 1), (1, 3), (0, 2), (4, 3)], inputs=[0], outputs=[3])
-    m = StaticGraph(graph, vector_node_op(5), "complete")
+    # ReLU -> 3x3 conv without bias maps zeros to zeros: node 4 contributes nothing
+    m = StaticGraph(graph, image_node_op(5, order="relu-conv"), "complete")
     assert effective_edges(m) == 2
     labels = m.graph.node_labels
     live = {labels[i] for i in live_nodes(m).nonzero().view(-1).tolist()}
     assert live == {0, 1, 3}
-    # parameters: 4 active edges + 3 live nodes x 2 (per-node affine map)
-    assert count_parameters(m) == 4 + 3 * 2
-    assert count_parameters(m, effective=False) == 4 + 5 * 2
+    # parameters: 4 active edges + 3 live nodes x 9 (3x3 node convolution)
+    assert count_parameters(m) == 4 + 3 * 9
+    assert count_parameters(m, effective=False) == 4 + 5 * 9
+
+
+def test_a_node_without_input_counts_when_its_operation_has_a_bias():
+    # the same graph with a biased affine map: node 4 outputs f(0) = tanh(b4) != 0, which reaches the output
+    graph = NeuralGraph.from_edge_list([(0, 1), (1, 3), (0, 2), (4, 3)], inputs=[0], outputs=[3])
+    torch.manual_seed(0)
+    m = StaticGraph(graph, vector_node_op(5, activation="tanh"), "complete").double()
+    with torch.no_grad():
+        for p in m.node_op.parameters():
+            p.normal_()
+    labels = m.graph.node_labels
+    assert effective_edges(m) == 3
+    assert {labels[i] for i in live_nodes(m).nonzero().view(-1).tolist()} == {0, 1, 3, 4}
+    assert count_parameters(m) == 4 + 4 * 2
+    # the claim behind the counts, checked on the outputs: zeroing the non-effective edges changes nothing,
+    # zeroing the edge from node 4 does
+    x = torch.randn(6, 1, dtype=torch.float64)
+    out = m(x)
+    src = [labels[i] for i in m.graph.edge_index[0].tolist()]
+    dst = [labels[i] for i in m.graph.edge_index[1].tolist()]
+    eff = effective_edge_mask(m)
+    with torch.no_grad():
+        m.weight[~eff] = 0.0
+    torch.testing.assert_close(m(x), out)
+    with torch.no_grad():
+        m.weight[[j for j in range(len(src)) if (src[j], dst[j]) == (4, 3)]] = 0.0
+    assert not torch.allclose(m(x), out)
 
 
 def test_count_parameters_digits_model_by_hand():

@@ -2,11 +2,13 @@ r"""What a wired network really uses: effective edges, live nodes, parameters an
 
 Under the current selection of a graph module (:class:`~neuralgraphs.dynamics.WiredGraph`):
 
-* an active edge :math:`u \to v` is **effective** when :math:`u` is reachable from an input node and
-  :math:`v` reaches an output node, both through active edges: only those edges can change the output;
-* a node is **live** when it is reachable from an input node through active edges and is an output node or
-  the source of an effective edge: only those nodes must be computed at inference (the paper's FLOP rule,
-  "dead nodes cost nothing").
+* a node **carries a signal** when it is reachable from an input node through active edges or, when the
+  node operations do not map all-zero inputs to zeros (``maps_zero_to_zero``: a bias, or a normalisation
+  with a learned shift), any node at all: such a node outputs :math:`f(0) \ne 0` with no input;
+* an active edge :math:`u \to v` is **effective** when :math:`u` carries a signal and :math:`v` reaches an
+  output node through active edges: only those edges can change the output, whatever the parameters;
+* a node is **live** when it carries a signal and is an output node or the source of an effective edge:
+  only those nodes must be computed at inference (the paper's FLOP rule, "dead nodes cost nothing").
 
 Counts then follow the paper: candidate-edge weights count as the number of active edges, per-node
 parameters of the node operations count for live nodes only, everything else in full.  Multiply-adds count
@@ -16,7 +18,9 @@ every ``nn.Conv2d`` / ``nn.Linear`` outside the graph modules.
 For the default static DNW :class:`~neuralgraphs.models.TinyClassifier` at initialisation
 :func:`count_parameters` gives 32,000 active edges + 708 live nodes x (9 node-conv weights + 2 instance-norm
 affine parameters) + 1,184 stem + 1,010 head = 41,982 (the paper: "about 41k"; the 92 non-output nodes of
-the last block never reach an output and are not live).  All 32,000 active edges are effective.
+the last block never reach an output and are not live).  All 32,000 active edges are effective.  Its node
+operation starts with an instance norm whose learned shift makes a node without input non-zero, so every
+node carries a signal: a node counts when an active path leads from it to an output.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, WiredGraph
-from neuralgraphs.nodes import NodeAffine, NodeConv2d, count_node_parameters
+from neuralgraphs.nodes import NodeAffine, NodeConv2d, count_node_parameters, maps_zero_to_zero
 
 
 def _graph_modules(model: nn.Module) -> List[WiredGraph]:
@@ -72,7 +76,10 @@ def _analyse(g: WiredGraph):
     active = _active_mask(g)
     src, dst = g.graph.edge_index[:, active].numpy()
     inputs, outputs = g.graph.inputs.numpy(), g.graph.outputs.numpy()
-    fwd = _reachable(n, src, dst, inputs)
+    if all(maps_zero_to_zero(op) for op in _node_op_modules(g)):
+        fwd = _reachable(n, src, dst, inputs)
+    else:  # a node without input still outputs f(0), which need not be zero
+        fwd = np.ones(n, dtype=bool)
     bwd = _reachable(n, dst, src, outputs)
     eff_active = fwd[src] & bwd[dst]
     effective = torch.zeros_like(active)
@@ -92,13 +99,14 @@ def effective_edge_mask(module: nn.Module) -> Tensor:
         module: a :class:`~neuralgraphs.dynamics.WiredGraph`, or a model holding exactly one.
 
     Returns:
-        Tensor: ``True`` for active edges on an input-to-output path of active edges.
+        Tensor: ``True`` for active edges from a node that carries a signal (see the module docstring) to
+        one that reaches an output through active edges.
     """
     return _analyse(_single_graph(module))[1]
 
 
 def effective_edges(module: nn.Module) -> int:
-    """Number of active edges on an input-to-output path through active edges, under the current selection.
+    """Number of effective edges (see the module docstring) under the current selection.
 
     Args:
         module: a graph module, or any model (summed over its graph modules).
@@ -112,8 +120,8 @@ def effective_edges(module: nn.Module) -> int:
 def live_nodes(module: nn.Module) -> Tensor:
     """Boolean ``[N]`` mask of the nodes that must be computed under the current selection.
 
-    A node is live when it is reachable from an input node through active edges and is an output node or
-    has at least one outgoing effective edge.  Node ids are those of ``module.graph`` (a static graph module
+    A node is live when it carries a signal (see the module docstring) and is an output node or has at least
+    one outgoing effective edge.  Node ids are those of ``module.graph`` (a static graph module
     renumbers nodes by level; ``module.graph.node_labels`` names the original nodes).
 
     Args:

@@ -123,6 +123,9 @@ class _NodeOps(nn.Module):
     with its rows gathered into one grouped depthwise conv, one grouped 1x1 conv and one BN.
     """
 
+    # the BN's affine parameters, which weight decay skips as it does those of any normalisation layer
+    no_weight_decay = ("bn_weight", "bn_bias")
+
     def __init__(self, num_nodes: int, fed: Sequence[bool], in_channels: int, channels: int, stride: int,
                  gen: Optional[torch.Generator]) -> None:
         super().__init__()

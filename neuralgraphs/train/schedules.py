@@ -239,7 +239,9 @@ def param_groups_no_weight_decay(model: torch.nn.Module, weight_decay: float,
     Following the ResNet-50 ImageNet recipe, weight decay is not applied to the parameters of
     normalisation layers (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm, and any module whose
     class name ends in ``Norm`` or ``NormNd``, such as PyG's ``GraphNorm``) nor to any bias; everything
-    else is decayed. Each parameter appears once even when shared; frozen parameters
+    else is decayed. A module that keeps normalisation parameters of its own under other names lists them
+    in a ``no_weight_decay`` attribute (a tuple of parameter names, as neuralgraphs' RandWire node
+    operations do for their batched BN). Each parameter appears once even when shared; frozen parameters
     (``requires_grad=False``) are left out; empty groups are dropped.
 
     Args:
@@ -268,12 +270,13 @@ def param_groups_no_weight_decay(model: torch.nn.Module, weight_decay: float,
     decay, no_decay, seen = [], [], set()
     for module_name, module in model.named_modules():
         norm = _is_norm(module)
+        own_norm = tuple(getattr(module, "no_weight_decay", ()))
         for param_name, param in module.named_parameters(recurse=False):
             if id(param) in seen or not param.requires_grad:
                 continue
             seen.add(id(param))
             qualified = f"{module_name}.{param_name}" if module_name else param_name
-            if norm or param_name == "bias" or any(n in qualified for n in extra):
+            if norm or param_name == "bias" or param_name in own_norm or any(n in qualified for n in extra):
                 no_decay.append(param)
             else:
                 decay.append(param)
