@@ -58,8 +58,13 @@ NODE_MAJOR, FEATURE_MAJOR, BATCHED = "node_major", "feature_major", "batched"
 
 
 def _sparse_kernels_ok(t: Tensor) -> bool:
-    # torch's CPU sparse kernels (MKL's CSR product, sampled_addmm) take float32 and float64 only
+    # torch's CPU CSR product (MKL) takes float32 and float64 only; the CUDA one (cuSPARSE) half precision too
     return t.device.type != "cpu" or t.dtype in (torch.float32, torch.float64)
+
+
+def _sampled_kernel_ok(t: Tensor) -> bool:
+    # torch's sampled_addmm takes float32 and float64 only, on every device
+    return t.dtype in (torch.float32, torch.float64)
 
 
 def _use_onednn(x: Tensor) -> bool:
@@ -545,7 +550,7 @@ class PropagationPlan:
         ``x`` a matrix in ``layout`` and ``grad_out`` one in ``grad_layout`` (default: ``layout``)."""
         grad_layout = layout if grad_layout is None else grad_layout
         e = self.num_edges
-        sampled = _sparse_kernels_ok(grad_out)  # otherwise every sampled product is read off the dense one
+        sampled = _sampled_kernel_ok(grad_out)  # otherwise every sampled product is read off the dense one
         if self.weight_grad == "active" and self.active is not None and self.active.numel() < e:
             if sampled:
                 vals = self._sampled_outer(*self.csr_index(), _node_major(grad_out, grad_layout),

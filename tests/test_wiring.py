@@ -698,3 +698,37 @@ def test_complete_wiring_refuses_a_budget_instead_of_ignoring_it(name):
     with pytest.raises(ValueError, match="^k, density: "):
         make_wiring(name, g, k=3)
     assert make_wiring(name, g).num_active == 15
+
+
+class _NoHostSync(torch.utils._python_dispatch.TorchDispatchMode):
+    """Raises on the ops that make a CUDA step wait for the device: a scalar read on the host, and outputs
+    whose size depends on the data (``nonzero``, ``masked_select``, boolean-mask indexing)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func.overloadpacket
+        sized_by_data = packet in (torch.ops.aten.nonzero, torch.ops.aten.masked_select) or (
+            packet in (torch.ops.aten.index, torch.ops.aten._unsafe_index)
+            and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]))
+        if packet is torch.ops.aten._local_scalar_dense or sized_by_data:
+            raise AssertionError(f"host synchronisation: {func}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("scope,budget", [("global", {"k": 40}), ("per_node", {"k": 2}),
+                                          ("per_block", {"density": 0.3})])
+def test_gpu_selection_paths_never_wait_for_the_device(scope, budget):
+    # the selection a CUDA step runs, run here on CPU under a mode that refuses every host synchronisation
+    g = blocked_dag([4, 6, 6, 4])
+    w = torch.randn(g.num_edges, generator=torch.Generator().manual_seed(1))
+    wiring = TopKWiring(g, scope=scope, **budget)
+    expected = wiring(w).index  # also moves the layout, once
+    scores = w.abs()
+    with _NoHostSync():
+        if wiring._layout is None:
+            got = _topk_indices_sync_free(scores, wiring.num_active)
+        else:
+            got = wiring._layout.select(scores)
+    assert torch.equal(got, expected)
+    with pytest.raises(AssertionError, match="host synchronisation"):
+        with _NoHostSync():
+            topk_indices(scores, wiring.num_active)  # the CPU path reads values on the host: the mode sees it

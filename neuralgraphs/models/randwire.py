@@ -299,6 +299,7 @@ class RandWireStage(nn.Module):
         self.register_buffer("edge_index", torch.from_numpy(np.stack([src, dst])), persistent=False)
         self.register_buffer("sources", torch.from_numpy(sources), persistent=False)
         self.register_buffer("sinks", torch.from_numpy(sinks), persistent=False)
+        self._sink_list = sinks.tolist()  # host copy: reading the buffer would synchronise with a GPU per step
         self.edge_logit = nn.Parameter(torch.zeros(src.size))
         self.input_logit = nn.Parameter(torch.zeros(sources.size))
         fed = indeg == 0
@@ -390,7 +391,7 @@ class RandWireStage(nn.Module):
                 y = y * mask[nodes].t().unsqueeze(-1)
             for i, v in enumerate(g["nodes"].tolist()):
                 z[v] = y[:, i]
-        sinks = self.sinks.tolist()
+        sinks = self._sink_list
         zs = torch.stack([z[v] for v in sinks]).view(len(sinks), -1)
         out = plans[-1](zs, zs.new_full((len(sinks),), 1.0 / len(sinks)))
         return out.view(b, c, h, w)

@@ -92,7 +92,7 @@ def _loader_generators(loader: Any) -> List[torch.Generator]:
 # random state
 # ----------------------------------------------------------------------------------------------------------
 
-def _rng_state(loader: Any) -> Dict[str, Any]:
+def _rng_state(loader: Any, device: torch.device) -> Dict[str, Any]:
     # Everything stored as tensors, ints and tuples so that a weights-only load accepts it.
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = {
@@ -102,11 +102,15 @@ def _rng_state(loader: Any) -> Dict[str, Any]:
                   float(np_gauss)),
     }
     state["loaders"] = [gen.get_state() for gen in _loader_generators(loader)]
+    if device.type == "cuda":  # drop path and dropout draw on the training device
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: Dict[str, Any], loader: Any) -> None:
+def _set_rng_state(state: Dict[str, Any], loader: Any, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
@@ -344,7 +348,9 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     with torch.random.fork_rng(devices=cuda), _restore_python_numpy_rng():
         start_epoch = 0
         if resume and checkpoint is not None and os.path.isfile(checkpoint):
-            state = load_checkpoint(checkpoint, map_location=device)
+            # on the host: generator states must be CPU tensors, and load_state_dict copies the weights to
+            # wherever the model's parameters are
+            state = load_checkpoint(checkpoint, map_location="cpu")
             _check_resumable(os.fspath(checkpoint), state, run_info, model, train_loader)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -352,7 +358,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
             start_epoch = int(state["epoch"])
             for key in HISTORY_KEYS:
                 history[key][:] = list(state["history"][key])
-            _set_rng_state(state["rng"], train_loader)
+            _set_rng_state(state["rng"], train_loader, device)
         else:
             _seed_everything(seed, train_loader)
         step = start_epoch * steps_per_epoch
@@ -420,7 +426,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "epoch": epoch, "run": run_info,
                     "history": {k: list(v) for k, v in history.items() if k in HISTORY_KEYS},
-                    "rng": _rng_state(train_loader)})
+                    "rng": _rng_state(train_loader, device)})
     return history
 
 

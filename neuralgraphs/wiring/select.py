@@ -227,7 +227,9 @@ class SegmentLayout:
         keys[self.row, self.col] = _ordered_keys(scores, self.col)
         top = torch.topk(keys, self.k_max, dim=1, sorted=True).indices
         keep = torch.arange(self.k_max, device=scores.device).view(1, -1) < self.k_per_segment.view(-1, 1)
-        chosen = self.table.gather(1, top)[keep]
-        mask = torch.zeros(self.num_candidates, dtype=torch.bool, device=scores.device)
-        mask[chosen] = True
-        return torch.nonzero_static(mask, size=self.total).view(-1)
+        # Slots beyond a segment's budget point at a spare last entry instead of being dropped by a boolean
+        # index, whose unknown size would make a GPU step wait for the device.
+        chosen = torch.where(keep, self.table.gather(1, top), self.num_candidates)
+        mask = torch.zeros(self.num_candidates + 1, dtype=torch.bool, device=scores.device)
+        mask[chosen.view(-1)] = True
+        return torch.nonzero_static(mask[:-1], size=self.total).view(-1)
