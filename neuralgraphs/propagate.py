@@ -539,6 +539,9 @@ class PropagationPlan:
 
         An ``"auto"`` plan that chose CSR runs dense for features of a dtype the device's sparse kernels
         lack (float16 and bfloat16 on CPU); an explicit ``backend="csr"`` raises then."""
+        if not (x.device == edge_weight.device == self.edge_index.device):
+            raise ValueError(f"x: is on {x.device}, edge_weight on {edge_weight.device} and edge_index on "
+                             f"{self.edge_index.device}; move them to one device")
         if self.backend == "csr" and not self._chosen and not _sparse_kernels_ok(x):
             raise TypeError(f"backend: 'csr' has no {x.device.type.upper()} kernel for {x.dtype} features; use "
                             f"backend='dense' or 'auto', or float32 / float64 features")

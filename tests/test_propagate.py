@@ -580,3 +580,12 @@ def test_plan_validates_its_edges_and_arguments(monkeypatch, numpy_check):
     for backend in ("dense", "csr"):
         torch.testing.assert_close(PropagationPlan(ei, 3, 3, backend=backend)(x, w), ref)
 
+
+
+def test_operands_on_different_devices_are_named():
+    # the meta device stands in for a GPU: a CPU edge_index must not be copied silently at every call
+    ei = torch.tensor([[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match="^x: is on meta, edge_weight on meta and edge_index on cpu"):
+        propagate(torch.randn(3, 2, device="meta"), ei, torch.randn(2, device="meta"))
+    with pytest.raises(ValueError, match="^x: is on cpu, edge_weight on meta and edge_index on cpu"):
+        PropagationPlan(ei, 3, 3)(torch.randn(3, 2), torch.randn(2, device="meta"))
