@@ -35,6 +35,9 @@ def _check_path(path: Any) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a str or os.PathLike file path, got {type(path).__name__}")
     path = os.fspath(path)
+    if not path.lower().endswith(".png"):
+        # matplotlib would append ".png" to a bare name, or write another format for another suffix
+        raise ValueError(f"path: expected a file name ending in .png, got {path!r}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"path: the folder {folder!r} of {path!r} does not exist")
@@ -65,9 +68,16 @@ def plot_compare(results: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]],
     if not isinstance(rows, (list, tuple)) or not rows:
         raise ValueError("results: expected a non-empty list of rows with model, acc_mean and acc_std")
     for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"results[{i}]: expected a dict with model, acc_mean and acc_std, got "
+                            f"{type(row).__name__}")
         missing = [k for k in ("model", "acc_mean", "acc_std") if k not in row]
         if missing:
             raise ValueError(f"results[{i}]: missing key(s) {missing}")
+        values = [row["acc_mean"], row["acc_std"], *row.get("accuracies", [])]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ValueError(f"results[{i}]: acc_mean, acc_std and accuracies must be finite numbers, got "
+                             f"{values}")
     path = _check_path(path)
     fig, (ax,) = _figure()
     names = [str(r["model"]) for r in rows]
@@ -79,7 +89,8 @@ def plot_compare(results: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]],
         accs = [100 * float(a) for a in r.get("accuracies", [])]
         ax.plot([x] * len(accs), accs, "o", color="#1b3a57", markersize=3)
     ax.set_xticks(xs, names)
-    low = min(m - s for m, s in zip(means, stds))
+    dots = [100 * float(a) for r in rows for a in r.get("accuracies", [])]
+    low = min([m - s for m, s in zip(means, stds)] + dots)  # every bar, error bar and seed stays in view
     ax.set_ylim(max(0.0, math.floor(low / 5) * 5 - 5), 100)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("test accuracy, mean ± std over seeds")
@@ -104,6 +115,9 @@ def _mean_curve(runs: List[Mapping[str, Any]], key: str) -> List[float]:
 def plot_training_curves(histories: Mapping[str, Any], path: PathLike) -> str:
     """Training loss and test accuracy per epoch, one line per model (the mean over its seeds).
 
+    The loss axis is logarithmic when every plotted loss is positive.  A model without test accuracy (a
+    ``fit`` without a test loader) gets a loss line only.
+
     Args:
         histories (dict): model name to a :func:`~neuralgraphs.train.fit` history, or a list of them.
         path (str or os.PathLike): PNG file to write; its folder must exist.
@@ -118,6 +132,11 @@ def plot_training_curves(histories: Mapping[str, Any], path: PathLike) -> str:
     if not isinstance(histories, Mapping) or not histories:
         raise ValueError("histories: expected a non-empty dict of model name to fit() histories")
     runs = {str(name): _as_runs(value) for name, value in histories.items()}
+    for name, rs in runs.items():
+        for key in ("train_loss", "test_acc"):
+            if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                       for run in rs for v in run.get(key, [])):
+                raise ValueError(f"histories[{name!r}]: {key} must hold numbers (or None), as fit() writes")
     path = _check_path(path)
     fig, (ax_loss, ax_acc) = _figure(ncols=2)
     for name, rs in runs.items():
@@ -128,12 +147,15 @@ def plot_training_curves(histories: Mapping[str, Any], path: PathLike) -> str:
             ax_acc.plot(range(1, len(acc) + 1), [100 * a for a in acc], marker=".", label=name)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("train loss")
-    ax_loss.set_yscale("log")
+    losses = [v for line in ax_loss.get_lines() for v in line.get_ydata()]
+    if losses and min(losses) > 0:  # a log axis cannot show a loss of 0
+        ax_loss.set_yscale("log")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("test accuracy (%)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_lines():  # an empty legend warns (no model had test accuracy, or no epoch at all)
+            ax.legend(fontsize="small")
     return _save(fig, path)
 
 

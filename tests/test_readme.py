@@ -10,6 +10,7 @@
   result is compared with a dense matrix product written here.
 """
 
+import ast
 import contextlib
 import io
 import itertools
@@ -43,7 +44,8 @@ def _section_code_block(text, heading, language="python"):
     directive = f".. code-block:: {language}"
     while lines[i].strip() != directive:
         # the block must belong to this section, not to a later one
-        assert not (i + 1 < len(lines) and lines[i].strip() and set(lines[i + 1].strip()) <= set("-=~^")
+        assert i + 1 < len(lines), f"no {directive} in section {heading!r}"
+        assert not (lines[i].strip() and lines[i].strip() and set(lines[i + 1].strip()) <= set("-=~^")
                     and len(lines[i + 1].strip()) >= 3), f"no {directive} in section {heading!r}"
         i += 1
     i += 1
@@ -73,32 +75,50 @@ def quick_start():
     return code, namespace, out.getvalue()
 
 
+def _literals(code):
+    """What the Quick start code says, read from its syntax tree: the block sizes given to ``blocked_dag``,
+    the ``density`` given to the model and the number of training steps (``range(n)`` of its loop)."""
+    found = {}
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id == "blocked_dag":
+                found["sizes"] = ast.literal_eval(node.args[0])
+            for kw in node.keywords:
+                if kw.arg == "density":
+                    found["density"] = ast.literal_eval(kw.value)
+        if isinstance(node, ast.For) and isinstance(node.iter, ast.Call) and isinstance(node.iter.func, ast.Name) \
+                and node.iter.func.id == "range":
+            found["steps"] = ast.literal_eval(node.iter.args[0])
+    return found
+
+
 def test_quick_start_block_is_the_documented_example(quick_start):
     code, _, _ = quick_start
-    # the parser found the real block (not an empty or neighbouring one)
-    assert "blocked_dag([64, 48, 48, 10])" in code
-    assert 'density=0.2' in code
-    assert "print(" in code
+    # the parser found the real block (not an empty or neighbouring one): the DNW model of the digits
+    # example, trained, then printed
+    assert _literals(code) == {"sizes": [64, 48, 48, 10], "density": 0.2, "steps": 20}
+    assert 'wiring="dnw"' in code and "print(" in code and ".backward()" in code
 
 
 def test_quick_start_prints_numbers_consistent_with_its_objects(quick_start):
-    _, ns, printed = quick_start
+    code, ns, printed = quick_start
+    lit = _literals(code)
     lines = printed.splitlines()
     assert len(lines) == 1, printed
-    m = re.fullmatch(r"(\d+) of (\d+) edges active, (\d+) swapped in 20 steps", lines[0])
+    m = re.fullmatch(r"(\d+) of (\d+) edges active, (\d+) swapped in (\d+) steps", lines[0])
     assert m is not None, lines[0]
-    active, candidates, swapped = map(int, m.groups())
+    active, candidates, swapped, steps = map(int, m.groups())
+    assert steps == lit["steps"]
 
     graph, model, before, after = ns["graph"], ns["model"], ns["before"], ns["after"]
-    e = _blocked_dag_candidates([64, 48, 48, 10])
-    assert e == 10048
+    e = _blocked_dag_candidates(lit["sizes"])
     assert candidates == e == graph.num_edges
-    # density 0.2 of the candidates is kept
-    assert active == round(0.2 * e) == 2010
+    # the given density (0.2) of the candidates is kept: round(0.2 * 10048) = 2010
+    assert active == round(lit["density"] * e)
     assert after.numel() == active and len(set(after.tolist())) == active
     assert before.numel() == active and len(set(before.tolist())) == active
     assert swapped == len(set(before.tolist()) - set(after.tolist()))
-    # the wiring is learned: 20 SGD steps move edges in (about 200 of 2010 with this seed)
+    # the wiring is learned: 20 SGD steps swap edges in (about 200 of 2010 with this seed)
     assert swapped > 0
 
     # the active edges are the k candidates of largest |w| (ties to the lower index), by numpy's stable sort
@@ -108,10 +128,10 @@ def test_quick_start_prints_numbers_consistent_with_its_objects(quick_start):
 
 
 def test_quick_start_wiring_is_a_networkx_digraph_of_the_selection(quick_start):
-    _, ns, _ = quick_start
+    code, ns, _ = quick_start
     wiring, graph, model, after = ns["wiring"], ns["graph"], ns["model"], ns["after"]
     assert isinstance(wiring, nx.DiGraph)
-    assert wiring.number_of_nodes() == 64 + 48 + 48 + 10
+    assert wiring.number_of_nodes() == sum(_literals(code)["sizes"]) == graph.num_nodes
     assert wiring.number_of_edges() == graph.num_edges
     src, dst = graph.edge_index.tolist()
     expected_active = {(src[i], dst[i]) for i in after.tolist()}
@@ -126,26 +146,50 @@ def test_quick_start_wiring_is_a_networkx_digraph_of_the_selection(quick_start):
 
 
 class Spy:
-    """Counts real (uncached) executions of a function, then runs it unchanged."""
+    """Counts calls of a function and how many of them did real work (``is_real(args, result)``), and runs
+    the function unchanged."""
 
     def __init__(self, fn, is_real=None):
         self.fn, self.is_real, self.calls, self.real = fn, is_real, 0, 0
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
-        if self.is_real is None or self.is_real(*args, **kwargs):
+        result = self.fn(*args, **kwargs)
+        if self.is_real is None or self.is_real(args, result):
             self.real += 1
-        return self.fn(*args, **kwargs)
+        return result
+
+
+_UNSET = object()
 
 
 @pytest.fixture
 def spies(monkeypatch):
-    """Spies on the O(E) work of an edge_index: its range/order check (a ``check`` that was not done yet),
-    the matrix position of every edge (``flat`` not built yet) and CSR row pointers."""
-    check = Spy(P._Candidates.check, lambda self, ei: not self.checked)
-    flat = Spy(P._Candidates.flat, lambda self, ei: self._flat is None)
+    """Spies on the O(E) work of an edge_index, judged by what the real functions produce, not by the cache's
+    own flags: its range/order check (a call that writes its verdict), the matrix position of every edge
+    (a call that returns a tensor not returned before) and the CSR row pointers (every call)."""
+    real_check = P._Candidates.check
+
+    def check_and_see(self, ei):
+        # a check that does its work writes in_range; one answered from the cache leaves it alone
+        saved, self.in_range = self.in_range, _UNSET
+        real_check(self, ei)
+        if self.in_range is _UNSET:
+            self.in_range = saved
+            return False
+        return True
+
+    check = Spy(check_and_see, lambda args, wrote: wrote)
+    returned = []
+
+    def new_tensor(args, result):
+        fresh = not any(result is r for r in returned)
+        returned.append(result)  # kept alive, so that an id is never reused
+        return fresh
+
+    flat = Spy(P._Candidates.flat, new_tensor)
     rows = Spy(P._row_pointers)
-    monkeypatch.setattr(P._Candidates, "check", lambda self, ei: check(self, ei))
+    monkeypatch.setattr(P._Candidates, "check", lambda self, ei: check(self, ei) and None)
     monkeypatch.setattr(P._Candidates, "flat", lambda self, ei: flat(self, ei))
     monkeypatch.setattr(P, "_row_pointers", rows)
     return {"check": check, "flat": flat, "rows": rows}

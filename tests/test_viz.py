@@ -7,7 +7,6 @@ networkx's adjacency matrix with numpy -- and the file must be a real PNG: the s
 and pHYs chunks parsed here, and ``matplotlib.image.imread`` agreeing with them and with the figure size.
 """
 
-import math
 import os
 import struct
 import zlib
@@ -345,3 +344,48 @@ def test_figures_are_drawn_without_pyplot(tmp_path, figures):
     for name, fig in zip("abc", figures):
         check_png(tmp_path / f"{name}.png", fig)
     plt.close("all")
+
+
+@pytest.mark.parametrize("name", ["plot", "plot.pdf", "plot.svg"])
+def test_every_plot_refuses_a_path_that_is_not_png(tmp_path, name):
+    # matplotlib would append .png to a bare name (the returned path then names no file) or switch format
+    path = tmp_path / name
+    calls = [lambda: viz.plot_compare([{"model": "ws", "acc_mean": 0.9, "acc_std": 0.01}], path),
+             lambda: viz.plot_training_curves({"ws": history([1.0], [0.5])}, path),
+             lambda: viz.plot_degree_distributions({"g": nx.DiGraph([(0, 1)])}, path)]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"^path: expected a file name ending in \.png"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("rows,error,match", [
+    ([[1, 2]], TypeError, r"^results\[0\]: expected a dict"),
+    ([{"model": "a", "acc_mean": "x", "acc_std": 0.1}], ValueError, r"^results\[0\]: acc_mean, acc_std"),
+    ([{"model": "a", "acc_mean": 0.5, "acc_std": float("nan")}], ValueError, r"^results\[0\]: acc_mean"),
+    ([{"model": "a", "acc_mean": 0.5, "acc_std": 0.1, "accuracies": [0.5, None]}], ValueError,
+     r"^results\[0\]: acc_mean"),
+])
+def test_plot_compare_names_malformed_rows(tmp_path, rows, error, match):
+    with pytest.raises(error, match=match):
+        viz.plot_compare(rows, tmp_path / "a.png")
+
+
+def test_plot_compare_keeps_a_low_seed_in_view(tmp_path, figures):
+    accs = [0.1, 0.9, 0.9, 0.9, 0.9]
+    mean, std = float(np.mean(accs)), float(np.std(accs, ddof=1))
+    viz.plot_compare([{"model": "ws", "acc_mean": mean, "acc_std": std, "accuracies": accs}], tmp_path / "a.png")
+    low, high = axis(figures[0]).get_ylim()
+    assert low <= 10.0 < 90.0 <= high
+
+
+def test_plot_training_curves_without_any_test_accuracy_or_with_zero_loss_warns_nothing(tmp_path, figures):
+    # warnings are errors in this suite: an empty legend or a log axis over a zero would fail here
+    viz.plot_training_curves({"a": history([1.0, 0.5], None)}, tmp_path / "a.png")
+    ax_acc = axis(figures[0], ylabel="accuracy")
+    assert len(ax_acc.lines) == 0 and ax_acc.get_legend() is None
+    viz.plot_training_curves({"a": history([1.0, 0.0], [0.5, 1.0])}, tmp_path / "b.png")
+    assert axis(figures[1], ylabel="loss").get_yscale() == "linear"
+    assert axis(figures[0], ylabel="loss").get_yscale() == "log"
+    with pytest.raises(ValueError, match=r"^histories\['a'\]: train_loss must hold numbers"):
+        viz.plot_training_curves({"a": history(["x"], None)}, tmp_path / "c.png")
