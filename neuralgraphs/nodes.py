@@ -110,7 +110,8 @@ class _InstanceNormNodesLast(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         xc, rstd, weight = ctx.saved_tensors
-        g = g.contiguous()
+        # under autocast the gradient may arrive in another precision than the forward ran in
+        g = g.to(xc.dtype).contiguous()
         size = xc.size(1)
         sg = g.sum(1, keepdim=True)
         sg_xhat = rstd * torch.linalg.vecdot(g, xc, dim=1).unsqueeze(1)

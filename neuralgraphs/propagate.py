@@ -589,6 +589,11 @@ class _Propagate(torch.autograd.Function):
         ctx.empty = x.numel() == 0 or plan.num_out == 0
         if ctx.empty:  # nothing to multiply (no samples, features, or nodes); every gradient is zero
             return x.new_zeros(shape)
+        # The product runs in the features' precision: under autocast they arrive in half precision while
+        # the weights stay float32.  The gradients go back in each input's own dtype.
+        ctx.dtypes = (x.dtype, edge_weight.dtype)
+        if edge_weight.dtype != x.dtype:
+            edge_weight = edge_weight.to(x.dtype)
         sparse = ctx.sparse = plan.backend == "csr" and _sparse_kernels_ok(x)
         m, layout = _canonical(x, node_dim)
         if sparse:
@@ -611,7 +616,8 @@ class _Propagate(torch.autograd.Function):
             return (grad_out.new_zeros(ctx.in_shape) if ctx.needs_input_grad[0] else None,
                     grad_out.new_zeros(plan.num_edges) if ctx.needs_input_grad[1] else None, None, None)
         m, edge_weight = ctx.saved_tensors
-        g = _as_layout(grad_out, node_dim, ctx.out_layout)
+        x_dtype, w_dtype = ctx.dtypes
+        g = _as_layout(grad_out.to(x_dtype), node_dim, ctx.out_layout)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             if ctx.sparse:
@@ -620,7 +626,7 @@ class _Propagate(torch.autograd.Function):
                 gx, gx_layout = dense_mm_t(ctx.mat, g, ctx.out_layout), ctx.out_layout
             grad_x = _shaped(gx, gx_layout, ctx.in_shape, node_dim)
         if ctx.needs_input_grad[1]:
-            grad_w = plan.weight_gradient(g, m, ctx.layout, ctx.out_layout)
+            grad_w = plan.weight_gradient(g, m, ctx.layout, ctx.out_layout).to(w_dtype)
         return grad_x, grad_w, None, None
 
 
@@ -677,7 +683,7 @@ def propagate(x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = Non
     if not isinstance(edge_weight, Tensor) or edge_weight.dim() != 1 or edge_weight.numel() != e:
         raise ValueError(f"edge_weight: expected a 1-D tensor with one weight per edge ({e}), got "
                          f"{list(edge_weight.shape) if isinstance(edge_weight, Tensor) else type(edge_weight).__name__}")
-    if edge_weight.dtype != x.dtype:
+    if edge_weight.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"edge_weight: dtype {edge_weight.dtype} differs from x's dtype {x.dtype}")
     cand = _candidates(edge_index, num_out, num_in)
     cand.check(edge_index)

@@ -589,3 +589,23 @@ def test_operands_on_different_devices_are_named():
         propagate(torch.randn(3, 2, device="meta"), ei, torch.randn(2, device="meta"))
     with pytest.raises(ValueError, match="^x: is on cpu, edge_weight on meta and edge_index on cpu"):
         PropagationPlan(ei, 3, 3)(torch.randn(3, 2), torch.randn(2, device="meta"))
+
+
+@pytest.mark.parametrize("backend", ["dense", "auto"])
+def test_float32_weights_with_half_precision_features_under_autocast(backend):
+    ei = random_bipartite(200, 200, 800, seed=5)
+    x = torch.randn(200, 8).bfloat16().requires_grad_(True)
+    w = torch.randn(800, requires_grad=True)
+    with pytest.raises(TypeError, match="edge_weight: dtype torch.float32 differs"):
+        propagate(x, ei, w, backend=backend)  # outside autocast a mix is a mistake
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = propagate(x, ei, w, backend=backend)
+    assert out.dtype == torch.bfloat16
+    g = torch.randn(out.shape).bfloat16()
+    gx, gw = torch.autograd.grad(out, (x, w), g)
+    assert gx.dtype == torch.bfloat16 and gw.dtype == torch.float32
+    # the product of the bfloat16-rounded weights, in float64
+    a = dense_matrix(ei, w.detach().bfloat16().double(), 200, 200)
+    torch.testing.assert_close(out.double(), a @ x.detach().double(), rtol=0.05, atol=0.1)
+    rgw = (g.double() @ x.detach().double().t())[ei[1], ei[0]]
+    torch.testing.assert_close(gw.double(), rgw, rtol=0.05, atol=0.1)
