@@ -118,6 +118,38 @@ def test_step_returns_torchdiffeq_contract(method):
         torch.testing.assert_close(x, ref, rtol=1e-13, atol=1e-15, msg=name)
 
 
+class _RefuseScalarReads(torch.utils._python_dispatch.TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket is torch.ops.aten._local_scalar_dense:
+            raise AssertionError("a tensor value was read on the host")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+def test_step_reads_the_tableau_on_the_host_once_per_tableau(method):
+    # on a GPU every such read waits for the device; torchdiffeq's own step reads the tableau at every step
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    stock = SOLVERS[method].tableau
+    tab = type(stock)(alpha=stock.alpha.double(), beta=[b.double() for b in stock.beta],
+                      c_sol=stock.c_sol.double(), c_error=stock.c_error.double())
+
+    def func(t, y, perturb=None):
+        return -y * t
+
+    y0 = torch.randn(2, 3, dtype=torch.float64)
+    t0, dt = torch.tensor(0.2, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64)
+    args = (func, y0, func(t0, y0), t0, dt, t0 + dt)
+    first = _rk.runge_kutta_step(*args, tableau=tab)  # reads the tableau once
+    with _RefuseScalarReads():
+        again = _rk.runge_kutta_step(*args, tableau=tab)
+    for x, y in zip(first, again):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    with pytest.raises(AssertionError, match="read on the host"):
+        with _RefuseScalarReads():
+            _rk._STOCK_STEP(*args, tableau=tab)  # the mode does see such reads
+
+
 def test_lean_stages_restores_torchdiffeq_and_skips_fixed_grid_methods():
     stock = rk_common._runge_kutta_step
     with _rk.lean_stages("dopri5") as used:

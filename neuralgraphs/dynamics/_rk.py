@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
-from typing import Iterator, List, Optional, Sequence
+from collections import OrderedDict
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -68,6 +69,25 @@ def _stage_sum(base: Tensor, c: Tensor, ks: Sequence[Tensor]) -> Tensor:
     return _StageSum.apply(base, c, *ks)
 
 
+_HOST_VIEWS: "OrderedDict[int, tuple]" = OrderedDict()
+
+
+def _host_view(tableau) -> Tuple[List[float], bool]:
+    """The tableau's nodes as Python numbers and whether its last stage is the solution (FSAL), read once
+    per tableau: torchdiffeq moves the tableau to the state's device for each solve, and comparing its
+    entries there at every step would make a GPU solve wait for the device several times per step."""
+    key = id(tableau)
+    hit = _HOST_VIEWS.get(key)
+    if hit is None or hit[0] is not tableau:
+        fsal = bool(tableau.c_sol[-1] == 0) and bool((tableau.c_sol[:-1] == tableau.beta[-1]).all())
+        hit = (tableau, tableau.alpha.tolist(), fsal)
+        with _lock:
+            _HOST_VIEWS[key] = hit
+            while len(_HOST_VIEWS) > 16:  # the tableau is kept alive by its entry, so ids cannot be reused
+                _HOST_VIEWS.popitem(last=False)
+    return hit[1], hit[2]
+
+
 def runge_kutta_step(func, y0: Tensor, f0: Tensor, t0: Tensor, dt: Tensor, t1: Tensor, tableau):
     """One explicit Runge-Kutta step with its error estimate: torchdiffeq's ``_runge_kutta_step`` contract.
 
@@ -77,16 +97,17 @@ def runge_kutta_step(func, y0: Tensor, f0: Tensor, t0: Tensor, dt: Tensor, t1: T
     """
     t_dtype = y0.abs().dtype
     t0, dt, t1 = t0.to(t_dtype), dt.to(t_dtype), t1.to(t_dtype)
+    alphas, fsal = _host_view(tableau)
     ks: List[Tensor] = [f0]
     yi: Optional[Tensor] = None
-    for alpha_i, beta_i in zip(tableau.alpha, tableau.beta):
+    for alpha_i, beta_i in zip(alphas, tableau.beta):
         if alpha_i == 1.0:  # torchdiffeq evaluates just before the step's end, for discontinuities
             ti, perturb = t1, _Perturb.PREV
         else:
             ti, perturb = t0 + alpha_i * dt, _Perturb.NONE
         yi = _stage_sum(y0, beta_i * dt, ks)
         ks.append(func(ti, yi, perturb=perturb))
-    if yi is None or not (tableau.c_sol[-1] == 0 and (tableau.c_sol[:-1] == tableau.beta[-1]).all()):
+    if yi is None or not fsal:
         yi = _stage_sum(y0, dt * tableau.c_sol, ks)  # otherwise the last stage input is the solution (FSAL)
     with torch.no_grad():
         c_error = dt * tableau.c_error
