@@ -8,6 +8,7 @@ backend is touched and the functions work without a display.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections import Counter
 from typing import Any, List, Mapping, Sequence, Union
@@ -75,7 +76,7 @@ def plot_compare(results: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]],
         if missing:
             raise ValueError(f"results[{i}]: missing key(s) {missing}")
         values = [row["acc_mean"], row["acc_std"], *row.get("accuracies", [])]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
             raise ValueError(f"results[{i}]: acc_mean, acc_std and accuracies must be finite numbers, got "
                              f"{values}")
     path = _check_path(path)
@@ -134,7 +135,7 @@ def plot_training_curves(histories: Mapping[str, Any], path: PathLike) -> str:
     runs = {str(name): _as_runs(value) for name, value in histories.items()}
     for name, rs in runs.items():
         for key in ("train_loss", "test_acc"):
-            if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+            if not all(v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
                        for run in rs for v in run.get(key, [])):
                 raise ValueError(f"histories[{name!r}]: {key} must hold numbers (or None), as fit() writes")
     path = _check_path(path)
