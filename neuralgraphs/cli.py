@@ -443,11 +443,12 @@ def _cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error(f"argument path: no such file {path!r}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix in (".json", ".graphml"):
+        from xml.etree.ElementTree import ParseError
+
         import networkx as nx
 
-        from neuralgraphs.generators.random_graphs import dag_statistics, load_graph
-
-        from xml.etree.ElementTree import ParseError
+        from neuralgraphs.analysis import dag_statistics
+        from neuralgraphs.generators import load_graph
 
         try:
             graph = load_graph(path)

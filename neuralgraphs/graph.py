@@ -126,8 +126,12 @@ class NeuralGraph:
         key_sorted, perm = torch.sort(key, stable=True)
         dup = (key_sorted[1:] == key_sorted[:-1]).nonzero()
         if dup.numel():
-            k = int(key_sorted[int(dup[0])])
-            raise ValueError(f"edge_index: duplicate edge {k % num_nodes} -> {k // num_nodes}")
+            first = int(dup[0])
+            k = int(key_sorted[first])
+            # the sort is stable, so perm names the two columns in input order
+            a, b = int(perm[first]), int(perm[first + 1])
+            raise ValueError(f"edge_index: duplicate edge {k % num_nodes} -> {k // num_nodes} (columns {a} and "
+                             f"{b}); edges must be distinct")
         self.edge_index = ei[:, perm].contiguous()
         self._perm_from_input = perm
 

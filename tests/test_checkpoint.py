@@ -1,6 +1,7 @@
 import collections
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -99,11 +100,12 @@ class _Payload:
 def test_weights_only_refuses_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"obj": _Payload()}, path)  # written without our checks, as a foreign file would be
-    with pytest.raises(ValueError, match="weights_only"):
+    with pytest.raises(ValueError, match=r"evil\.pt: refused by torch\.load\(weights_only=True\); the file holds "
+                                         "objects other than tensors"):
         C.load_checkpoint(path)
     raw = tmp_path / "raw.pkl"
     raw.write_bytes(pickle.dumps(_Payload(), protocol=2))
-    with pytest.raises(ValueError, match="raw.pkl"):
+    with pytest.raises(ValueError, match=r"raw\.pkl: not a checkpoint written by torch\.save"):
         C.load_checkpoint(raw)
 
 
@@ -127,17 +129,43 @@ def test_load_errors(tmp_path):
         C.save_checkpoint(tmp_path / "no" / "such" / "dir.pt", {})
 
 
-@pytest.mark.parametrize("cut", ["half", "garbage", "random"])
-def test_load_names_the_file_of_a_truncated_or_foreign_checkpoint(tmp_path, cut):
+@pytest.mark.parametrize("keep", [4, 100, 0.5, -1])
+def test_load_says_a_cut_checkpoint_is_truncated(tmp_path, keep):
     good = tmp_path / "good.pt"
     C.save_checkpoint(good, {"model": {"w": torch.randn(50, 50)}, "epoch": 3})
     data = good.read_bytes()
-    content = {"half": data[: len(data) // 2], "garbage": b"hello world" * 10,
-               "random": np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes()}[cut]
+    assert data[:4] == b"PK\x03\x04"  # torch.save's zip archive, as the diagnosis expects
+    end = int(len(data) * keep) if isinstance(keep, float) else keep
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(data[:end])
+    with pytest.raises(ValueError, match=r"bad\.pt: the checkpoint is truncated or corrupt") as info:
+        C.load_checkpoint(bad)
+    assert str(bad) in str(info.value) and "other than tensors" not in str(info.value)
+
+
+@pytest.mark.parametrize("content", [
+    b"hello world\nthis is a text file\n" * 5,
+    np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    pickle.dumps({"epoch": 3}, protocol=2),  # a plain pickle, not torch.save's layout
+])
+def test_load_says_a_foreign_file_is_not_a_checkpoint(tmp_path, content):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(content)
-    with pytest.raises(ValueError, match="bad.pt: (not a readable torch checkpoint|refused by torch.load)"):
+    with pytest.raises(ValueError, match=r"bad\.pt: not a checkpoint written by torch\.save") as info:
         C.load_checkpoint(bad)
+    assert str(bad) in str(info.value) and "other than tensors" not in str(info.value)
+
+
+def test_load_says_an_empty_file_or_a_foreign_zip_is_not_a_checkpoint(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pt: the file is empty; expected a checkpoint written by torch"):
+        C.load_checkpoint(empty)
+    archive = tmp_path / "other.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.txt", "not a checkpoint")
+    with pytest.raises(ValueError, match=r"other\.zip: not a checkpoint written by torch\.save: a zip archive"):
+        C.load_checkpoint(archive)
 
 
 def test_map_location(tmp_path):

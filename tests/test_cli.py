@@ -59,6 +59,34 @@ def test_inspect_checkpoint_and_graph(tmp_path, capsys):
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize("content", [[0, 1, 2], ["a", "b"]])
+def test_inspect_node_link_json_with_non_object_nodes_is_an_argparse_error(tmp_path, capsys, content):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"directed": True, "multigraph": False, "graph": {}, "nodes": content,
+                                "edges": []}), encoding="utf-8")
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", str(path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "error: argument path:" in err and str(path) in err and "not an object" in err
+    assert "Traceback" not in err
+
+
+def test_inspect_truncated_checkpoint_is_an_argparse_error(tmp_path, capsys):
+    import torch
+
+    from neuralgraphs.train import save_checkpoint
+
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {"w": torch.zeros(20, 20)}, "epoch": 4})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", str(path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and str(path) in err and "truncated" in err
+
+
 @pytest.mark.parametrize("args, option", [
     (["--epochs", "0"], "--epochs"), (["--epochs", "two"], "--epochs"), (["--seeds", "-1,2"], "--seeds"),
     (["--seeds", "0"], "--seeds"), (["--nodes", "2"], "--nodes"), (["--channels", "1"], "--channels"),

@@ -653,8 +653,21 @@ def test_edge_index_wrong_shape():
 
 
 def test_duplicate_edge():
-    with pytest.raises(ValueError, match="edge_index: duplicate edge 1 -> 2"):
+    message = r"^edge_index: duplicate edge 1 -> 2 \(columns 1 and 2\); edges must be distinct$"
+    with pytest.raises(ValueError, match=message):
         NeuralGraph(3, torch.tensor([[0, 1, 1], [1, 2, 2]]))
+
+
+def test_duplicate_edge_names_a_repeated_pair_of_columns():
+    # 2 -> 0 sits in columns 0 and 3, 1 -> 1 in columns 1 and 4; whichever the message names, the two
+    # columns must hold the edge it names.
+    edge_index = torch.tensor([[2, 1, 0, 2, 1], [0, 1, 2, 0, 1]])
+    with pytest.raises(ValueError, match="edges must be distinct") as info:
+        NeuralGraph(3, edge_index)
+    match = re.search(r"duplicate edge (\d+) -> (\d+) \(columns (\d+) and (\d+)\)", str(info.value))
+    u, v, a, b = map(int, match.groups())
+    assert a < b
+    assert edge_index[:, a].tolist() == edge_index[:, b].tolist() == [u, v]
 
 
 def test_self_loop_with_acyclic_names_the_node():

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from neuralgraphs.analysis import dag_statistics
 from neuralgraphs.generators.random_graphs import (
     add_io_nodes,
     ba_graph,
-    dag_statistics,
     er_graph,
     load_graph,
     parse_generator,
@@ -388,22 +388,21 @@ def test_save_load_rejects_bad_paths(tmp_path):
         load_graph(tmp_path / "u.json")
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
-def test_dag_statistics_hand_computed():
-    # 0 -> 1 -> 3, 0 -> 2 -> 3, 2 -> 4, plus isolated node 5: levels {0, 5}, {1, 2}, {3, 4}.
-    dag = nx.DiGraph([(0, 1), (1, 3), (0, 2), (2, 3), (2, 4)])
-    dag.add_node(5)
-    stats = dag_statistics(dag)
-    assert stats == {
-        "num_nodes": 6, "num_edges": 5, "num_sources": 2, "num_sinks": 3, "num_isolated": 1,
-        "depth": 2, "num_levels": 3, "max_level_size": 2,
-        "mean_in_degree": 5 / 6, "mean_out_degree": 5 / 6,
-    }
-    assert dag_statistics(nx.DiGraph())["num_levels"] == 0
-    with pytest.raises(ValueError, match="^dag: .*cycle"):
-        dag_statistics(nx.DiGraph([(0, 1), (1, 0)]))
+@pytest.mark.parametrize("content, words", [
+    ({"directed": True, "nodes": [0, 1], "edges": []}, r"entry 0 of 'nodes' is 0, not an object"),
+    ({"directed": True, "nodes": ["a", "b"], "edges": []}, r"entry 0 of 'nodes' is \"a\", not an object"),
+    ({"directed": True, "nodes": [{"id": 0}, 7], "edges": []}, r"entry 1 of 'nodes' is 7, not an object"),
+    ({"directed": True, "nodes": {"0": {}}, "edges": []}, r"'nodes' is \{\"0\": \{\}\}; expected a list"),
+    ({"directed": True, "nodes": [{"id": 0}, {"id": 1}], "edges": [[0, 1]]},
+     r"entry 0 of 'edges' is \[0, 1\], not an object"),
+    ({"directed": True, "nodes": [{"id": 0}], "links": ["x"]}, r"entry 0 of 'links' is \"x\""),
+    ({"directed": True, "graph": [], "nodes": [{"id": 0}], "edges": []}, r"'graph' is \[\]; expected an object"),
+])
+def test_load_names_the_file_when_node_link_entries_are_not_objects(tmp_path, content, words):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(content), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"^path: '.*bad\.json' is not node-link JSON: " + words):
+        load_graph(path)
 
 
 # ----------------------------------------------------------------------------- invariants

@@ -5,7 +5,6 @@ from neuralgraphs.generators.random_graphs import (
     GENERATOR_KINDS,
     add_io_nodes,
     ba_graph,
-    dag_statistics,
     er_graph,
     load_graph,
     parse_generator,
@@ -18,4 +17,4 @@ from neuralgraphs.generators.random_graphs import (
 
 __all__ = ["complete_dag", "blocked_dag", "complete_graph", "er_graph", "ba_graph", "ws_graph", "to_dag",
            "random_dag", "parse_generator", "add_io_nodes", "stage_seeds", "save_graph", "load_graph",
-           "dag_statistics", "GENERATOR_KINDS"]
+           "GENERATOR_KINDS"]

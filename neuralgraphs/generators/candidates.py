@@ -6,15 +6,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from neuralgraphs._checks import check_int
 from neuralgraphs.graph import IndexLike, NeuralGraph
-
-
-def _check_count(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def complete_dag(num_nodes: int, order: Optional[IndexLike] = None, inputs: Optional[IndexLike] = None,
@@ -27,7 +20,7 @@ def complete_dag(num_nodes: int, order: Optional[IndexLike] = None, inputs: Opti
         inputs: input nodes.  (default: the nodes of lowest rank)
         outputs: output nodes.  (default: the nodes of highest rank)
     """
-    _check_count(num_nodes, "num_nodes", 2)
+    num_nodes = check_int("num_nodes", num_nodes, minimum=2)
     rank = torch.arange(num_nodes) if order is None else torch.as_tensor(order).reshape(-1)
     if rank.numel() != num_nodes:
         raise ValueError(f"order: expected {num_nodes} ranks, got {rank.numel()}")
@@ -54,7 +47,7 @@ def blocked_dag(block_sizes: Sequence[int], inputs: Optional[IndexLike] = None,
     """
     if isinstance(block_sizes, (str, bytes)) or not hasattr(block_sizes, "__len__"):
         raise TypeError("block_sizes: expected a sequence of positive ints")
-    sizes = [_check_count(s, f"block_sizes[{i}]") for i, s in enumerate(block_sizes)]
+    sizes = [check_int(f"block_sizes[{i}]", s, minimum=1) for i, s in enumerate(block_sizes)]
     if len(sizes) < 2:
         raise ValueError(f"block_sizes: expected at least two blocks, got {len(sizes)}")
     n = sum(sizes)
@@ -78,7 +71,7 @@ def complete_graph(num_nodes: int, self_loops: bool = True, inputs: Optional[Ind
         inputs: input nodes.  (default: all nodes)
         outputs: output nodes.  (default: all nodes)
     """
-    _check_count(num_nodes, "num_nodes", 1)
+    num_nodes = check_int("num_nodes", num_nodes, minimum=1)
     if not isinstance(self_loops, bool):
         raise TypeError(f"self_loops: expected a bool, got {type(self_loops).__name__}")
     allowed = torch.ones(num_nodes, num_nodes, dtype=torch.bool)

@@ -33,6 +33,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import networkx as nx
 import numpy as np
 
+from neuralgraphs._checks import check_int, check_probability, check_seed
+
 __all__ = [
     "GENERATOR_KINDS",
     "er_graph",
@@ -45,7 +47,6 @@ __all__ = [
     "stage_seeds",
     "save_graph",
     "load_graph",
-    "dag_statistics",
 ]
 
 #: Generator kinds understood by :func:`random_dag` and :func:`parse_generator`, with the names
@@ -58,33 +59,8 @@ _SUFFIXES = (".json", ".graphml")
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:
-    # bool is an int subclass, but True as a node count is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
-
-
-def _check_seed(seed: Any, name: str = "seed") -> int:
-    # Non-negative so that the same seed is valid for random.Random, numpy and SeedSequence.
-    return _check_int(name, seed, minimum=0)
-
-
-def _check_probability(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a float probability in [0, 1], got "
-                        f"{type(value).__name__} {value!r}")
-    value = float(value)
-    if not (0.0 <= value <= 1.0):  # also rejects NaN
-        raise ValueError(f"{name}: expected a probability in [0, 1], got {value}")
-    return value
-
-
 def _check_ws_k(k: Any, n: Optional[int] = None) -> int:
-    k = _check_int("k", k)
+    k = check_int("k", k)
     if k % 2:
         # networkx would silently use k - 1 neighbours, which is not the graph that was asked for.
         raise ValueError(f"k: expected an even number of ring neighbours (k/2 on each side), got {k}")
@@ -134,9 +110,9 @@ def er_graph(n: int, p: float, seed: int) -> nx.Graph:
         TypeError: If an argument has the wrong type.
         ValueError: If ``n < 1``, ``p`` is outside [0, 1] or ``seed < 0``.
     """
-    n = _check_int("n", n, minimum=1)
-    p = _check_probability("p", p)
-    seed = _check_seed(seed)
+    n = check_int("n", n, minimum=1)
+    p = check_probability("p", p)
+    seed = check_seed("seed", seed)
     return nx.erdos_renyi_graph(n, p, seed=seed)
 
 
@@ -166,11 +142,11 @@ def ba_graph(n: int, m: int, seed: int) -> nx.Graph:
         TypeError: If an argument has the wrong type.
         ValueError: If ``m < 1``, ``n <= m`` or ``seed < 0``.
     """
-    m = _check_int("m", m, minimum=1)
-    n = _check_int("n", n, minimum=1)
+    m = check_int("m", m, minimum=1)
+    n = check_int("n", n, minimum=1)
     if n <= m:
         raise ValueError(f"n: expected more nodes than m = {m} (the initial nodes), got {n}")
-    seed = _check_seed(seed)
+    seed = check_seed("seed", seed)
     rng = random.Random(seed)
 
     graph = nx.Graph()
@@ -220,10 +196,10 @@ def ws_graph(n: int, k: int, p: float, seed: int) -> nx.Graph:
         ValueError: If ``k`` is odd or out of range, ``n < 3``, ``p`` is outside [0, 1] or
             ``seed < 0``.
     """
-    n = _check_int("n", n, minimum=3)
+    n = check_int("n", n, minimum=3)
     k = _check_ws_k(k, n)
-    p = _check_probability("p", p)
-    seed = _check_seed(seed)
+    p = check_probability("p", p)
+    seed = check_seed("seed", seed)
     return nx.watts_strogatz_graph(n, k, p, seed=seed)
 
 
@@ -265,12 +241,12 @@ def to_dag(graph: nx.Graph, numbering: str, seed: Optional[int] = None) -> nx.Di
     if numbering == "random":
         if seed is None:
             raise ValueError("seed: required when numbering='random' (same seed, same numbering)")
-        seed = _check_seed(seed)
+        seed = check_seed("seed", seed)
         number = list(range(n))
         random.Random(seed).shuffle(number)
     else:
         if seed is not None:
-            _check_seed(seed)
+            check_seed("seed", seed)
         number = list(range(n))
 
     dag = nx.DiGraph()
@@ -341,7 +317,7 @@ def random_dag(kind: str, n: int, seed: int, **params: Any) -> nx.DiGraph:
     missing = [name for name in expected if name not in params]
     if missing:
         raise TypeError(f"{missing[0]}: missing parameter of {kind!r}; required: {list(expected)}")
-    seed = _check_seed(seed)
+    seed = check_seed("seed", seed)
 
     if kind == "er":
         graph = er_graph(n, params["p"], seed)
@@ -434,13 +410,13 @@ def parse_generator(spec: str) -> Tuple[str, Dict[str, Union[int, float]]]:
                 raise ValueError(f"{name}: expected an integer in {spec!r}, got {text!r}")
             value = int(text)
             if name == "m":
-                value = _check_int("m", value, minimum=1)
+                value = check_int("m", value, minimum=1)
             else:
                 value = _check_ws_k(value)
         else:
             if not _NUMBER.fullmatch(text):
                 raise ValueError(f"{name}: expected a number in [0, 1] in {spec!r}, got {text!r}")
-            value = _check_probability(name, float(text))
+            value = check_probability(name, float(text))
         params[name] = value
     return kind, params
 
@@ -514,8 +490,8 @@ def stage_seeds(seed: int, num_stages: int) -> List[int]:
         TypeError: If an argument is not an int.
         ValueError: If ``seed < 0`` or ``num_stages < 0``.
     """
-    seed = _check_seed(seed)
-    num_stages = _check_int("num_stages", num_stages, minimum=0)
+    seed = check_seed("seed", seed)
+    num_stages = check_int("num_stages", num_stages, minimum=0)
     seeds: List[int] = []
     used = set()
     child = 0
@@ -605,6 +581,28 @@ def _int_label(label: str) -> Optional[int]:
     return value if str(value) == label else None
 
 
+def _check_node_link(path: str, data: Dict[str, Any], edges_key: str) -> None:
+    # networkx reads every node, edge and the graph entry with .get(), so anything but a JSON object
+    # there ends in an AttributeError deep inside it instead of a message about the file.
+    def shown(value: Any) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    if "graph" in data and not isinstance(data["graph"], dict):
+        raise ValueError(f"path: {path!r} is not node-link JSON: 'graph' is {shown(data['graph'])}; "
+                         "expected an object of graph attributes")
+    for key in ("nodes", edges_key):
+        entries = data.get(key, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"path: {path!r} is not node-link JSON: {key!r} is {shown(entries)}; expected a "
+                             "list of objects")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                example = '{"id": 0}' if key == "nodes" else '{"source": 0, "target": 1}'
+                raise ValueError(f"path: {path!r} is not node-link JSON: entry {i} of {key!r} is "
+                                 f"{shown(entry)}, not an object; expected objects such as {example}")
+
+
 def load_graph(path: Union[str, os.PathLike]) -> nx.DiGraph:
     r"""Load a directed graph saved by :func:`save_graph` (or any node-link JSON / GraphML file).
 
@@ -619,8 +617,9 @@ def load_graph(path: Union[str, os.PathLike]) -> nx.DiGraph:
 
     Raises:
         TypeError: If ``path`` is not a path.
-        ValueError: If the suffix is unknown, the file is not valid JSON / GraphML, or it holds an undirected
-            graph or a multigraph.
+        ValueError: If the suffix is unknown, the file is not valid JSON / GraphML (e.g. node-link JSON whose
+            ``"nodes"`` or ``"edges"`` entries are not objects), or it holds an undirected graph or a
+            multigraph.
     """
     from xml.etree.ElementTree import ParseError
 
@@ -636,9 +635,10 @@ def load_graph(path: Union[str, os.PathLike]) -> nx.DiGraph:
         kwargs = _node_link_kwargs(nx.node_link_graph)
         if "edges" not in data and "links" in data:
             kwargs = {key: "links" for key in kwargs}  # written by networkx's old default
+        _check_node_link(path, data, next(iter(kwargs.values())))
         try:
             graph = nx.node_link_graph(data, directed=True, multigraph=False, **kwargs)
-        except (KeyError, TypeError, nx.NetworkXError) as exc:
+        except (KeyError, TypeError, AttributeError, nx.NetworkXError) as exc:
             raise ValueError(f"path: {path!r} is not node-link JSON ({type(exc).__name__}: {exc})") from exc
     else:
         try:
@@ -655,41 +655,3 @@ def load_graph(path: Union[str, os.PathLike]) -> nx.DiGraph:
         raise ValueError(f"path: {path!r} holds an undirected graph or a multigraph; "
                          "expected a directed simple graph")
     return graph
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def dag_statistics(dag: nx.DiGraph) -> Dict[str, Union[int, float]]:
-    r"""Summary numbers of a DAG.
-
-    Args:
-        dag (networkx.DiGraph): The DAG.
-
-    Returns:
-        dict: ``num_nodes``, ``num_edges``, ``num_sources`` (no predecessors, isolated nodes
-        included), ``num_sinks`` (no successors, isolated included), ``num_isolated``, ``depth``
-        (edges on a longest path), ``num_levels`` (topological generations, nodes of one level
-        can run together), ``max_level_size``, ``mean_in_degree`` and ``mean_out_degree``
-        (both :math:`E / N`; 0.0 for an empty graph).
-
-    Raises:
-        TypeError: If ``dag`` is not a ``networkx.DiGraph``.
-        ValueError: If ``dag`` has a cycle.
-    """
-    _check_digraph("dag", dag)
-    n = dag.number_of_nodes()
-    e = dag.number_of_edges()
-    levels = [len(level) for level in nx.topological_generations(dag)]
-    return {
-        "num_nodes": n,
-        "num_edges": e,
-        "num_sources": sum(1 for v in dag.nodes if dag.in_degree(v) == 0),
-        "num_sinks": sum(1 for v in dag.nodes if dag.out_degree(v) == 0),
-        "num_isolated": nx.number_of_isolates(dag),
-        "depth": nx.dag_longest_path_length(dag) if n else 0,
-        "num_levels": len(levels),
-        "max_level_size": max(levels, default=0),
-        "mean_in_degree": e / n if n else 0.0,
-        "mean_out_degree": e / n if n else 0.0,
-    }

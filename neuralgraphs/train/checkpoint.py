@@ -14,6 +14,7 @@ import inspect
 import os
 import pickle
 import tempfile
+import zipfile
 from typing import Any, Callable, Dict, Mapping, Union
 
 import torch
@@ -139,24 +140,78 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a checkpoint, holds objects a weights-only load refuses (arbitrary
-            pickled classes), or does not hold a dict.
+        ValueError: if the file is empty, truncated or corrupt, is not a checkpoint written by
+            ``torch.save``, holds objects a weights-only load refuses (arbitrary pickled classes), or does
+            not hold a dict; the message names the file and says which.
     """
     path = _check_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: checkpoint file {path!r} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: refused by torch.load(weights_only=True); the file holds objects other "
-                         f"than tensors and plain containers, or is not a checkpoint ({exc})") from exc
     except PermissionError:
         raise
     except Exception as exc:  # a truncated or foreign file fails anywhere in the zip reader or unpickler
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(_unreadable_reason(path, exc)) from exc
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a checkpoint holding a dict, found {type(state).__name__}")
     return state
+
+
+# What torch.save writes first: a zip archive (the default since torch 1.6), or, in the legacy format, the
+# pickled magic number 0x1950a86a20f9469cfc6c (a LONG1 opcode, its length 10, then the little-endian bytes).
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _zip_state(path: str) -> str:
+    """``"damaged"``, ``"foreign"`` (a sound zip without torch's ``data.pkl``) or ``"intact"``."""
+    # A file cut short loses the zip's central directory, which sits at the end; testzip also catches a
+    # damaged member through its CRC.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.testzip() is not None:
+                return "damaged"
+            names = archive.namelist()
+    except Exception:  # BadZipFile, OSError, EOFError, ...: anything that stops the read
+        return "damaged"
+    return "intact" if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) else "foreign"
+
+
+def _unreadable_reason(path: str, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed with ``exc``, worded for the user.
+
+    ``torch.load`` reports a truncated archive as an ``OSError`` or ``RuntimeError`` from its zip reader, and
+    foreign bytes as an ``UnpicklingError`` saying "weights only load failed", which reads as if the file
+    held forbidden objects; looking at the file itself tells these cases apart. torch's own message is kept
+    only where it says something (which global was refused); it stays reachable as ``__cause__``.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        head = None
+    if head == b"":
+        return f"{path}: the file is empty; expected a checkpoint written by torch.save"
+    if head is not None and head.startswith(_ZIP_MAGIC):
+        state = _zip_state(path)
+        if state == "damaged":
+            return (f"{path}: the checkpoint is truncated or corrupt: it starts like an archive written by "
+                    "torch.save, but the archive is incomplete or damaged")
+        if state == "foreign":
+            return f"{path}: not a checkpoint written by torch.save: a zip archive without torch's data.pkl"
+        if isinstance(exc, pickle.UnpicklingError):
+            return (f"{path}: refused by torch.load(weights_only=True); the file holds objects other than "
+                    f"tensors and plain containers ({exc})")
+        return f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})"
+    if head is not None and _LEGACY_MAGIC in head:
+        if isinstance(exc, pickle.UnpicklingError):
+            return (f"{path}: refused by torch.load(weights_only=True); the legacy-format checkpoint is "
+                    f"truncated or holds objects other than tensors and plain containers ({exc})")
+        return (f"{path}: the checkpoint is truncated or corrupt: it starts like a legacy torch.save file but "
+                f"cannot be read to its end ({type(exc).__name__}: {exc})")
+    return (f"{path}: not a checkpoint written by torch.save: the file starts neither like a torch.save zip "
+            "archive nor like a legacy torch.save file")
 
 
 def load_yaml_config(path: PathLike) -> Dict[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import os
 import random
 import sys
@@ -30,6 +29,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import nn
+
+from neuralgraphs._checks import check_float, check_int
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .schedules import constant, cosine, label_smoothing_loss, multistep, param_groups_no_weight_decay
@@ -48,25 +49,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 # ----------------------------------------------------------------------------------------------------------
 # argument checks
 # ----------------------------------------------------------------------------------------------------------
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, low: float, high: float = math.inf, open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__} {value!r}")
-    value = float(value)
-    bad = not math.isfinite(value) or value > high or (value <= low if open_low else value < low)
-    if bad:
-        interval = f"{'(' if open_low else '['}{low}, {high}{')' if high == math.inf else ']'}"
-        raise ValueError(f"{name}: expected a float in {interval}, got {value}")
-    return value
-
 
 def _check_loader(name: str, loader: Any) -> Iterable:
     if not hasattr(loader, "__iter__"):
@@ -165,7 +147,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: Union[str, torch.device
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     _check_loader("loader", loader)
-    label_smoothing = _check_float("label_smoothing", label_smoothing, 0.0, 1.0)
+    label_smoothing = check_float("label_smoothing", label_smoothing, 0.0, 1.0)
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -292,16 +274,16 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     _check_loader("train_loader", train_loader)
     if test_loader is not None:
         _check_loader("test_loader", test_loader)
-    epochs = _check_int("epochs", epochs, 1)
-    lr = _check_float("lr", lr, 0.0, open_low=True)
-    momentum = _check_float("momentum", momentum, 0.0, 1.0)
+    epochs = check_int("epochs", epochs, 1)
+    lr = check_float("lr", lr, 0.0, open_low=True)
+    momentum = check_float("momentum", momentum, 0.0, 1.0)
     if momentum >= 1.0:
         raise ValueError(f"momentum: expected a float in [0, 1), got {momentum}")
-    weight_decay = _check_float("weight_decay", weight_decay, 0.0)
+    weight_decay = check_float("weight_decay", weight_decay, 0.0)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
-    label_smoothing = _check_float("label_smoothing", label_smoothing, 0.0, 1.0)
-    seed = _check_int("seed", seed, 0)
+    label_smoothing = check_float("label_smoothing", label_smoothing, 0.0, 1.0)
+    seed = check_int("seed", seed, 0)
     if not isinstance(progress, bool):
         raise TypeError(f"progress: expected a bool, got {type(progress).__name__}")
     if not isinstance(resume, bool):

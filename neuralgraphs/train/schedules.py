@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 import re
 from typing import Dict, Iterable, List, Sequence
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+
+from neuralgraphs._checks import check_float, check_int
 
 __all__ = [
     "CosineMultiplier",
@@ -29,23 +30,6 @@ __all__ = [
     "label_smoothing_loss",
     "param_groups_no_weight_decay",
 ]
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite float, got {value}")
-    return value
 
 
 def _check_optimizer(optimizer) -> torch.optim.Optimizer:
@@ -70,8 +54,8 @@ class CosineMultiplier:
     """
 
     def __init__(self, total_steps: int, warmup_steps: int = 0):
-        self.total_steps = _check_int("total_steps", total_steps, 1)
-        self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
+        self.total_steps = check_int("total_steps", total_steps, 1)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         if self.warmup_steps >= self.total_steps:
             raise ValueError(f"warmup_steps: expected fewer than total_steps={self.total_steps}, "
                              f"got {self.warmup_steps}")
@@ -94,11 +78,11 @@ class MultiStepMultiplier:
     def __init__(self, milestones: Sequence[int], gamma: float = 0.1):
         if isinstance(milestones, (str, bytes)) or not isinstance(milestones, (list, tuple, range)):
             raise TypeError(f"milestones: expected a list of ints, got {type(milestones).__name__}")
-        values = [_check_int("milestones", m, 1) for m in milestones]
+        values = [check_int("milestones", m, 1) for m in milestones]
         if any(b <= a for a, b in zip(values, values[1:])):
             raise ValueError(f"milestones: expected strictly increasing positive ints, got {values}")
         self.milestones = values
-        self.gamma = _check_real("gamma", gamma)
+        self.gamma = check_float("gamma", gamma)
         if self.gamma <= 0:
             raise ValueError(f"gamma: expected a positive float, got {self.gamma}")
 
@@ -207,7 +191,7 @@ def label_smoothing_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: 
         desc = (f"{target.dtype} tensor of shape {tuple(target.shape)}" if isinstance(target, torch.Tensor)
                 else type(target).__name__)
         raise ValueError(f"target: expected an int64 tensor of shape [{logits.shape[0]}], got {desc}")
-    smoothing = _check_real("smoothing", smoothing)
+    smoothing = check_float("smoothing", smoothing)
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"smoothing: expected a float in [0, 1], got {smoothing}")
     if target.numel():
@@ -259,7 +243,7 @@ def param_groups_no_weight_decay(model: torch.nn.Module, weight_decay: float,
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    weight_decay = _check_real("weight_decay", weight_decay)
+    weight_decay = check_float("weight_decay", weight_decay)
     if weight_decay < 0:
         raise ValueError(f"weight_decay: expected a float >= 0, got {weight_decay}")
     if isinstance(no_decay_names, str):

@@ -1,0 +1,153 @@
+"""Augmentations of ``[C, H, W]`` float tensors (random crop and flip, per-channel standardisation).
+
+They need no torchvision, and they are classes rather than closures so that they pickle into DataLoader
+workers.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Callable, List, Sequence, Union
+
+import numpy as np
+import torch
+
+from neuralgraphs._checks import check_bool, check_int
+
+__all__ = ["RandomCropFlip", "Normalize", "random_crop_flip", "normalize"]
+
+#: What the datasets accept as ``transform``: a callable from one sample tensor to another.
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _check_image(x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x: expected a [C, H, W] tensor, got {shape}")
+    return x
+
+
+class RandomCropFlip:
+    """Pad, crop back to the original size at a random offset, then flip left-right with probability 1/2.
+
+    See :func:`random_crop_flip`. A class rather than a closure so that it pickles into loader workers.
+    """
+
+    def __init__(self, padding: int = 4, flip: bool = True,
+                 generator: Union[torch.Generator, int, None] = None, padding_mode: str = "zeros"):
+        self.padding = check_int("padding", padding, minimum=0)
+        self.flip = check_bool("flip", flip)
+        if padding_mode not in ("zeros", "reflect"):
+            raise ValueError(f"padding_mode: expected 'zeros' or 'reflect', got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+            generator = torch.Generator().manual_seed(int(generator))
+        elif generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator, an int seed or None, got "
+                            f"{type(generator).__name__}")
+        self.generator = generator
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_image(x)
+        _, h, w = x.shape
+        p = self.padding
+        if p > 0:
+            if self.padding_mode == "reflect":
+                if p >= h or p >= w:
+                    raise ValueError(f"padding: reflect padding needs padding < height and width, got "
+                                     f"padding={p} for an image of {h}x{w}")
+                padded = torch.nn.functional.pad(x.unsqueeze(0), (p, p, p, p), mode="reflect").squeeze(0)
+            else:
+                padded = torch.nn.functional.pad(x, (p, p, p, p), mode="constant", value=0.0)
+            offsets = torch.randint(0, 2 * p + 1, (2,), generator=self.generator)
+            top, left = int(offsets[0]), int(offsets[1])
+            x = padded[:, top:top + h, left:left + w]
+        if self.flip:
+            if bool(torch.rand((), generator=self.generator) < 0.5):
+                x = torch.flip(x, dims=(2,))
+        return x.contiguous()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(padding={self.padding}, flip={self.flip}, "
+                f"padding_mode={self.padding_mode!r})")
+
+
+def random_crop_flip(padding: int = 4, flip: bool = True, generator: Union[torch.Generator, int, None] = None,
+                     padding_mode: str = "zeros") -> RandomCropFlip:
+    """The standard CIFAR augmentation on ``[C, H, W]`` tensors, without torchvision.
+
+    The image is padded by ``padding`` pixels on every side, a window of the original size is cut at an
+    offset drawn uniformly from ``{0, ..., 2 * padding}`` in each direction, and the result is mirrored
+    left-right with probability 1/2. Zero padding is the recipe of the ResNet and DNW CIFAR papers
+    (torchvision's ``RandomCrop(32, padding=4)``); ``padding_mode="reflect"`` mirrors the border instead.
+
+    Random draws come from ``generator`` (an int seeds a fresh one; ``None`` uses torch's global
+    generator). Note that a
+    DataLoader with ``num_workers > 0`` copies the transform into every worker, so an explicit generator
+    then yields the same draw sequence in each worker; keep ``generator=None`` there and rely on the
+    per-worker seeding of the DataLoader.
+
+    Args:
+        padding (int): pixels added on each side, ``>= 0``; reflect needs it below height and width.
+            (default: ``4``)
+        flip (bool): apply the random horizontal flip. (default: ``True``)
+        generator (torch.Generator or int, optional): source of randomness, or a seed for a new one.
+            (default: ``None``)
+        padding_mode (str): ``"zeros"`` or ``"reflect"``. (default: ``"zeros"``)
+
+    Returns:
+        RandomCropFlip: a callable mapping a ``[C, H, W]`` tensor to a tensor of the same shape.
+    """
+    return RandomCropFlip(padding=padding, flip=flip, generator=generator, padding_mode=padding_mode)
+
+
+class Normalize:
+    """Per-channel standardisation ``(x - mean[c]) / std[c]`` of a ``[C, H, W]`` tensor; see :func:`normalize`."""
+
+    def __init__(self, mean: Union[float, Sequence[float]], std: Union[float, Sequence[float]]):
+        self.mean = self._as_list("mean", mean)
+        self.std = self._as_list("std", std)
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"std: expected as many values as mean ({len(self.mean)}), got {len(self.std)}")
+        bad = [s for s in self.std if not s > 0]
+        if bad:
+            raise ValueError(f"std: expected positive values, got {self.std}")
+
+    @staticmethod
+    def _as_list(name: str, value) -> List[float]:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            values = [float(value)]
+        elif isinstance(value, (list, tuple, np.ndarray, torch.Tensor)) and len(value) > 0:
+            values = [float(v) for v in value]
+        else:
+            raise TypeError(f"{name}: expected a float or a non-empty sequence of floats, got {value!r}")
+        if not all(np.isfinite(values)):
+            raise ValueError(f"{name}: expected finite values, got {values}")
+        return values
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_image(x)
+        if len(self.mean) not in (1, x.shape[0]):
+            raise ValueError(f"x: has {x.shape[0]} channels but mean/std give {len(self.mean)} values")
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x - mean) / std
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
+
+
+def normalize(mean: Union[float, Sequence[float]], std: Union[float, Sequence[float]]) -> Normalize:
+    """A callable standardising each channel of a ``[C, H, W]`` tensor: ``(x - mean[c]) / std[c]``.
+
+    Args:
+        mean (float or sequence of float): one value per channel, or one for all.
+        std (float or sequence of float): positive, same length as ``mean``.
+
+    Returns:
+        Normalize: the callable.
+
+    Raises:
+        ValueError: if ``std`` is not positive or the lengths differ.
+    """
+    return Normalize(mean, std)
