@@ -4,6 +4,7 @@ References: an explicit per-edge loop (``out[t] += w_e * x[s]``), a dense ``[N_o
 written here, float64 ``torch.autograd.gradcheck``, and PyG's own ``MessagePassing(aggr="add")``.
 """
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -559,9 +560,13 @@ def test_pyg_utils_output_fed_to_propagate(backend):
 def test_plan_validates_its_edges_and_arguments(monkeypatch, numpy_check):
     """A plan is public: unsorted or out-of-range edges would silently give a wrong CSR product.  Both
     checks run: numpy for small CPU edge sets, chunked torch operations otherwise."""
-    import neuralgraphs.propagate as prop
+    import neuralgraphs.propagate.cache as cache
 
-    monkeypatch.setattr(prop, "_SMALL_CHECK", 1 << 16 if numpy_check else -1)
+    monkeypatch.setattr(cache, "_SMALL_CHECK", 1 << 16 if numpy_check else -1)
+    numpy_passes = []
+    real_small = cache._Candidates._check_small
+    monkeypatch.setattr(cache._Candidates, "_check_small",
+                        lambda self, ei: numpy_passes.append(1) or real_small(self, ei))
     x, w = torch.randn(3, 4), torch.randn(3)
     with pytest.raises(ValueError, match="sorted by"):
         PropagationPlan(torch.tensor([[1, 2, 0], [1, 1, 0]]), 3, 3, backend="csr")
@@ -579,6 +584,8 @@ def test_plan_validates_its_edges_and_arguments(monkeypatch, numpy_check):
     ref = dense_matrix(ei, w, 3, 3) @ x
     for backend in ("dense", "csr"):
         torch.testing.assert_close(PropagationPlan(ei, 3, 3, backend=backend)(x, w), ref)
+    # the patched threshold is the one the check reads: the numpy pass ran exactly when it allows it
+    assert bool(numpy_passes) == numpy_check
 
 
 
@@ -589,6 +596,64 @@ def test_operands_on_different_devices_are_named():
         propagate(torch.randn(3, 2, device="meta"), ei, torch.randn(2, device="meta"))
     with pytest.raises(ValueError, match="^x: is on cpu, edge_weight on meta and edge_index on cpu"):
         PropagationPlan(ei, 3, 3)(torch.randn(3, 2), torch.randn(2, device="meta"))
+
+
+# features with the node dimension at 1, in the three memory layouts a plan reads in place
+_NODE_DIM_1_LAYOUTS = {
+    "contiguous": lambda b, n, f: torch.randn(b, n, f),
+    "node_major": lambda b, n, f: torch.randn(n, b, f).transpose(0, 1),
+    "feature_major": lambda b, n, f: torch.randn(b, f, n).transpose(1, 2),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("node_dim,layout", [(0, "node_major")] + [(1, name) for name in _NODE_DIM_1_LAYOUTS])
+@pytest.mark.parametrize("given", [2, 5])  # fewer and more nodes than the plan's num_in (4)
+def test_plan_rejects_features_with_another_node_count(monkeypatch, backend, node_dim, layout, given):
+    """A plan built for ``num_in`` nodes called with features of another node count raised from inside
+    oneDNN or MKL (or, for empty features, returned a tensor of the wrong shape); it must name ``x``, the
+    expected count and the shape, before any product runs."""
+    import neuralgraphs.propagate.plan as plan_module
+
+    ei = torch.tensor([[0, 3, 1, 2], [0, 0, 1, 2]])  # sources < 4, targets < 3, sorted by (target, source)
+    w = torch.randn(4)
+    plan = PropagationPlan(ei, 3, 4, backend=backend)
+
+    def make(n, f=6):
+        return torch.randn(n, f) if node_dim == 0 else _NODE_DIM_1_LAYOUTS[layout](2, n, f)
+
+    # the right node count: every layout against a dense product written here
+    x = make(4)
+    ref = torch.einsum("oi,i...->o...", dense_matrix(ei, w, 3, 4), x.movedim(node_dim, 0)).movedim(0, node_dim)
+    torch.testing.assert_close(plan(x, w, node_dim), ref)
+
+    def no_product(*args):
+        raise AssertionError("a product ran before the features were checked")
+
+    for name in ("dense_mm", "sparse_mm", "dense_outer"):
+        monkeypatch.setattr(plan_module, name, no_product)
+    for bad in (make(given), make(given, 0)):  # empty features too: nothing to multiply, still wrong
+        shape = re.escape(str(list(bad.shape)))
+        msg = rf"^x: expected 4 nodes \(the plan's num_in\) at node_dim={node_dim}, got shape {shape}$"
+        with pytest.raises(ValueError, match=msg):
+            plan(bad, w, node_dim)
+        with pytest.raises(ValueError, match=msg):
+            plan(bad.requires_grad_(), w.requires_grad_(), node_dim)
+    # the patched products are the ones a plan calls: with the right node count they are reached
+    with pytest.raises(AssertionError, match="before the features were checked"):
+        plan(make(4), w, node_dim)
+
+
+def test_plan_checks_node_dim_and_the_type_of_x():
+    plan = PropagationPlan(torch.tensor([[0, 1], [1, 2]]), 3, 3)
+    w = torch.randn(2)
+    with pytest.raises(ValueError, match=r"^node_dim: expected 0 \(\[N, \*\]\) or 1 \(\[B, N, \*\]\), got 2"):
+        plan(torch.randn(2, 4, 3), w, node_dim=2)
+    no_dim_1 = r"^x: expected 3 nodes \(the plan's num_in\) at node_dim=1, got shape \[3\]$"
+    with pytest.raises(ValueError, match=no_dim_1):
+        plan(torch.randn(3), w, node_dim=1)
+    with pytest.raises(TypeError, match="^x: expected a tensor, got list"):
+        plan([[1.0]] * 3, w)
 
 
 @pytest.mark.parametrize("backend", ["dense", "auto"])

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from neuralgraphs.generators import complete_graph
-from neuralgraphs.propagate import PropagationPlan, _candidates, propagate
+from neuralgraphs.propagate import PropagationPlan, propagate
+from neuralgraphs.propagate.cache import _candidates
 
 
 def node_major(b, n, h, w, dtype):
@@ -144,14 +145,19 @@ def test_reused_plan_follows_new_and_modified_weights():
 @pytest.mark.parametrize("make", [node_major, channels_last])
 def test_sparse_product_in_feature_chunks(monkeypatch, make):
     # the CPU sparse product runs over slices of the features; a small chunk exercises the loop
-    import neuralgraphs.propagate as prop
+    import neuralgraphs.propagate.kernels as kernels
 
-    monkeypatch.setattr(prop, "SPMM_CHUNK", 4)
+    monkeypatch.setattr(kernels, "SPMM_CHUNK", 4)
+    products = []
+    real_addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: products.append(1) or real_addmm(*a, **k))
     ei = graph(9, 7, 0.3, seed=5)
     x = make(3, 7, 3, 5, torch.float32).requires_grad_()  # F = 45: 12 chunks, the last one partial
     w = torch.randn(ei.size(1), requires_grad=True)
     r = torch.randn(3, 9, 3, 5, dtype=torch.float64)
     out = propagate(x, ei, w, num_nodes=9, backend="csr", node_dim=1)
+    assert len(products) == 12  # the patched chunk is the one the product reads
+    monkeypatch.setattr(torch, "addmm", real_addmm)
     xr, wr, ref = reference(x, ei, w, 9, 7)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
     (out.double() * r).sum().backward()
@@ -183,15 +189,20 @@ def test_order_check_sees_a_swap_across_its_chunks():
 
 # ------------------------------------------------------------------------ oneDNN matmul and its fallback
 import neuralgraphs.propagate as P  # noqa: E402
+import neuralgraphs.propagate.kernels as K  # noqa: E402  (the module that reads the oneDNN op)
 
 
 @pytest.fixture(params=["onednn_matmul", "convolution"])
 def dense_kernel(request, monkeypatch):
     """Run a test once with oneDNN's matmul (where this torch has it) and once with it unavailable."""
     if request.param == "convolution":
-        monkeypatch.setattr(P, "_matmul_op", None)
-    elif P._onednn_matmul() is None:
+        monkeypatch.setattr(K, "_matmul_op", None)
+        # the patch reaches the kernels: an fp32 CPU product no longer qualifies for the matmul
+        assert not K._matmul_ok(torch.ones(2, 2), torch.ones(2, 2))
+    elif K._onednn_matmul() is None:
         pytest.skip("this torch has no oneDNN matmul")
+    else:
+        assert K._matmul_ok(torch.ones(2, 2), torch.ones(2, 2))
     return request.param
 
 
@@ -230,16 +241,16 @@ def test_dense_kernels_every_layout_against_float64(dense_kernel, layout, num_ou
 @pytest.mark.parametrize("shape", [(0, 4), (1, 5), (128, 3), (129, 7), (300, 1), (1000, 37)])
 def test_transposed_copy_in_blocks(shape):
     m = torch.randn(shape)
-    t = P._transposed_copy(m)
+    t = K._transposed_copy(m)
     assert t.is_contiguous() and torch.equal(t, m.t())
 
 
 def test_onednn_matmul_is_used_for_node_major_products(monkeypatch):
-    if P._onednn_matmul() is None:
+    if K._onednn_matmul() is None:
         pytest.skip("this torch has no oneDNN matmul")
     calls = []
-    real = P._matmul_op
-    monkeypatch.setattr(P, "_matmul_op", lambda *a: calls.append(a[:2]) or real(*a))
+    real = K._matmul_op
+    monkeypatch.setattr(K, "_matmul_op", lambda *a: calls.append(a[:2]) or real(*a))
     ei = complete_graph(6).edge_index
     x = torch.randn(6, 10, requires_grad=True)
     w = torch.randn(36, requires_grad=True)
@@ -265,8 +276,8 @@ def test_onednn_matmul_probe_rejects_a_bad_op(monkeypatch, behaviour):
             return op
 
     monkeypatch.setattr(torch.ops, "mkldnn", FakeNamespace(), raising=False)
-    monkeypatch.setattr(P, "_matmul_op", P._MATMUL_UNRESOLVED)
-    assert P._onednn_matmul() is None
+    monkeypatch.setattr(K, "_matmul_op", K._MATMUL_UNRESOLVED)
+    assert K._onednn_matmul() is None
     ei = complete_graph(4).edge_index
     x, w = torch.randn(4, 3), torch.randn(16)
     torch.testing.assert_close(propagate(x, ei, w, backend="dense"), w.view(4, 4) @ x)

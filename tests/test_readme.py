@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-import neuralgraphs.propagate as P
+import neuralgraphs.propagate.cache as propagate_cache
+import neuralgraphs.propagate.plan as propagate_plan
 from neuralgraphs import DiscreteTimeGraph, NeuralGraph, PropagationPlan, vector_node_op
 from neuralgraphs.propagate import propagate
 
@@ -168,7 +169,7 @@ def spies(monkeypatch):
     """Spies on the O(E) work of an edge_index, judged by what the real functions produce, not by the cache's
     own flags: its range/order check (a call that writes its verdict), the matrix position of every edge
     (a call that returns a tensor not returned before) and the CSR row pointers (every call)."""
-    real_check = P._Candidates.check
+    real_check = propagate_cache._Candidates.check
 
     def check_and_see(self, ei):
         # a check that does its work writes in_range; one answered from the cache leaves it alone
@@ -187,11 +188,13 @@ def spies(monkeypatch):
         returned.append(result)  # kept alive, so that an id is never reused
         return fresh
 
-    flat = Spy(P._Candidates.flat, new_tensor)
-    rows = Spy(P._row_pointers)
-    monkeypatch.setattr(P._Candidates, "check", lambda self, ei: check(self, ei) and None)
-    monkeypatch.setattr(P._Candidates, "flat", lambda self, ei: flat(self, ei))
-    monkeypatch.setattr(P, "_row_pointers", rows)
+    flat = Spy(propagate_cache._Candidates.flat, new_tensor)
+    rows = Spy(propagate_cache._row_pointers)
+    monkeypatch.setattr(propagate_cache._Candidates, "check", lambda self, ei: check(self, ei) and None)
+    monkeypatch.setattr(propagate_cache._Candidates, "flat", lambda self, ei: flat(self, ei))
+    # the row pointers are built in two modules: the cache (all edges) and a plan (its active subset)
+    for module in (propagate_cache, propagate_plan):
+        monkeypatch.setattr(module, "_row_pointers", rows)
     return {"check": check, "flat": flat, "rows": rows}
 
 
@@ -218,7 +221,7 @@ SIZES = {"small": (40, 30, 300), "large": (300, 260, 70000)}
 @pytest.mark.parametrize("backend", ["dense", "csr"])
 def test_same_tensor_is_checked_once_an_equal_new_tensor_again(spies, size, backend):
     num_out, num_in, e = SIZES[size]
-    assert (e > P._SMALL_CHECK) == (size == "large")
+    assert (e > propagate_cache._SMALL_CHECK) == (size == "large")
     ei = _edges(num_out, num_in, e, seed=1)  # built once, passed to every call
     gen = torch.Generator().manual_seed(2)
     w = torch.randn(e, generator=gen, dtype=torch.float64)
