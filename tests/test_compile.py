@@ -44,9 +44,11 @@ BACKENDS = [
 def test_compiled_tiny_classifier_matches_eager(kind, backend):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    # a small instance of the paper's classifier: 96 nodes, 8 inputs, 16 outputs, 3 blocks for static
+    # a small instance of the paper's classifier: 96 nodes, 8 inputs, 16 outputs, 3 blocks for static; the
+    # ODE at tight tolerances, where step-size control does not amplify rounding (at 1e-4 the eager and
+    # compiled weight gradients differed by 7e-4 of their size with the same steps)
     extra = {"static": dict(blocks=(8, 40, 48)), "discrete": dict(steps=3),
-             "continuous": dict(rtol=1e-4, atol=1e-4)}[kind]
+             "continuous": dict(rtol=1e-5, atol=1e-5)}[kind]
     model = TinyClassifier(kind=kind, num_nodes=96, num_inputs=8, num_outputs=16, density=0.1, **extra)
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from neuralgraphs.analysis import count_flops, count_parameters, effective_edges, live_nodes
 from neuralgraphs.analysis.counts import effective_edge_mask
-from neuralgraphs.dynamics import DiscreteTimeGraph, StaticGraph
+from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, StaticGraph
 from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.models import DigitsGraphClassifier, TinyClassifier
-from neuralgraphs.nodes import Activation, NodeSequential, image_node_op, vector_node_op
+from neuralgraphs.nodes import Activation, NodeAffine, NodeSequential, image_node_op, vector_node_op
 
 
 def nx_reference(module, zero_preserving=True):
@@ -37,11 +37,12 @@ def nx_reference(module, zero_preserving=True):
     return eff, live
 
 
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), n=st.integers(3, 12), static=st.booleans(), frac=st.floats(0.1, 1.0),
-       zero_preserving=st.booleans())
-def test_effective_edges_and_live_nodes_match_networkx(seed, n, static, frac, zero_preserving):
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(3, 12), kind=st.sampled_from(["static", "discrete", "continuous"]),
+       frac=st.floats(0.1, 1.0), zero_preserving=st.booleans())
+def test_effective_edges_and_live_nodes_match_networkx(seed, n, kind, frac, zero_preserving):
     rng = np.random.default_rng(seed)
+    static = kind == "static"
     pairs = [(s, t) for s in range(n) for t in range(n) if (s < t if static else True) and rng.random() < 0.5]
     pairs = pairs or [(0, n - 1)]
     graph = NeuralGraph.from_edge_list(pairs, num_nodes=n, inputs=[0], outputs=[n - 1, n // 2])
@@ -51,9 +52,12 @@ def test_effective_edges_and_live_nodes_match_networkx(seed, n, static, frac, ze
     op = NodeSequential(Activation("tanh")) if zero_preserving else vector_node_op(n)
     if static:
         m = StaticGraph(graph, op, "dnw", k=k)
-    else:
+    elif kind == "discrete":
         m = DiscreteTimeGraph(graph, op, None, "dnw", k=k)
-    eff, live = nx_reference(m, zero_preserving)
+    else:
+        m = ContinuousTimeGraph(graph, op, None, "dnw", k=k, method="euler", options={"step_size": 0.5})
+    # static and discrete-time graphs silence the nodes no input reaches, whatever their operation
+    eff, live = nx_reference(m, zero_preserving or kind != "continuous")
     assert torch.equal(effective_edge_mask(m), eff)
     assert effective_edges(m) == int(eff.sum())
     assert torch.equal(live_nodes(m), live)
@@ -73,8 +77,9 @@ def test_dead_branch_is_not_counted():
     assert count_parameters(m, effective=False) == 4 + 5 * 9
 
 
-def test_a_node_without_input_counts_when_its_operation_has_a_bias():
-    # the same graph with a biased affine map: node 4 outputs f(0) = tanh(b4) != 0, which reaches the output
+def test_a_node_without_input_is_silent_even_when_its_operation_has_a_bias():
+    # the same graph with a biased affine map: f(0) = tanh(b4) != 0, but the static graph silences node 4,
+    # which no input reaches, so its edge to the output is not effective and node 4 is not live
     graph = NeuralGraph.from_edge_list([(0, 1), (1, 3), (0, 2), (4, 3)], inputs=[0], outputs=[3])
     torch.manual_seed(0)
     m = StaticGraph(graph, vector_node_op(5, activation="tanh"), "complete").double()
@@ -82,22 +87,45 @@ def test_a_node_without_input_counts_when_its_operation_has_a_bias():
         for p in m.node_op.parameters():
             p.normal_()
     labels = m.graph.node_labels
-    assert effective_edges(m) == 3
-    assert {labels[i] for i in live_nodes(m).nonzero().view(-1).tolist()} == {0, 1, 3, 4}
-    assert count_parameters(m) == 4 + 4 * 2
-    # the claim behind the counts, checked on the outputs: zeroing the non-effective edges changes nothing,
-    # zeroing the edge from node 4 does
+    assert effective_edges(m) == 2
+    assert {labels[i] for i in live_nodes(m).nonzero().view(-1).tolist()} == {0, 1, 3}
+    assert count_parameters(m) == 4 + 3 * 2
+    # the claim behind the counts, checked on the outputs: zeroing the non-effective edges (the one from
+    # node 4 included) changes nothing, zeroing an effective one does
     x = torch.randn(6, 1, dtype=torch.float64)
     out = m(x)
     src = [labels[i] for i in m.graph.edge_index[0].tolist()]
     dst = [labels[i] for i in m.graph.edge_index[1].tolist()]
     eff = effective_edge_mask(m)
+    assert not eff[[j for j in range(len(src)) if (src[j], dst[j]) == (4, 3)]].any()
     with torch.no_grad():
         m.weight[~eff] = 0.0
     torch.testing.assert_close(m(x), out)
     with torch.no_grad():
-        m.weight[[j for j in range(len(src)) if (src[j], dst[j]) == (4, 3)]] = 0.0
+        m.weight[[j for j in range(len(src)) if (src[j], dst[j]) == (1, 3)]] = 0.0
     assert not torch.allclose(m(x), out)
+
+
+@pytest.mark.parametrize("cls", ["continuous", "discrete"])
+def test_dynamic_graph_counts_a_biased_node_without_input_only_where_it_is_not_silenced(cls):
+    # a continuous-time graph with a biased operation: node 4 integrates f(0) != 0 and reaches the output;
+    # the discrete-time graph silences it at every step
+    graph = NeuralGraph.from_edge_list([(0, 1), (1, 3), (4, 3)], inputs=[0], outputs=[3])
+    op = NodeSequential(NodeAffine(5), Activation("tanh"))
+    if cls == "continuous":
+        m = ContinuousTimeGraph(graph, op, None, "complete", method="rk4", options={"step_size": 0.25}).double()
+    else:
+        m = DiscreteTimeGraph(graph, op, None, "complete", steps=3).double()
+    with torch.no_grad():
+        op[0].bias.fill_(0.7)  # after construction, which resets the node operation
+    x = torch.randn(4, 1, dtype=torch.float64)
+    out = m(x)
+    eff = effective_edge_mask(m)
+    e43 = [j for j, (u, v) in enumerate(m.graph.edge_index.t().tolist()) if (u, v) == (4, 3)]
+    with torch.no_grad():
+        m.weight[e43] = 0.0
+    changed = not torch.allclose(m(x), out)
+    assert changed == (cls == "continuous") == bool(eff[e43].all())
 
 
 def test_count_parameters_digits_model_by_hand():

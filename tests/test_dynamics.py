@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, StaticGraph
 from neuralgraphs.graph import NeuralGraph
-from neuralgraphs.nodes import Activation, Identity, NodeAffine, NodeNorm, NodeSequential, image_node_op
+from neuralgraphs.nodes import (Activation, Identity, NodeAffine, NodeNorm, NodeSequential, image_node_op,
+                                maps_zero_to_zero)
 
 WIRINGS = ["dnw", "random", "complete", "no_update"]
 
@@ -86,13 +87,16 @@ def dense_matrix(module, mask, labels=None):
 
 
 def static_reference(module, graph, a, x):
-    """Node by node in a networkx topological order of the original graph."""
+    """Node by node in a networkx topological order of the original graph; a node that no input reaches
+    through active edges (non-zero entries of ``a``) outputs zeros, whatever its operation maps zero to."""
     labels = module.graph.node_labels
     new_id = {orig: new for new, orig in enumerate(labels)}
     g = nx.DiGraph()
     g.add_nodes_from(range(graph.num_nodes))
     g.add_edges_from(graph.edge_index.t().tolist())
     inputs = graph.inputs.tolist()
+    active = nx.DiGraph([(u, v) for u, v in g.edges if a[v, u] != 0])
+    reached = set(inputs).union(*(nx.descendants(active, i) for i in inputs if i in active))
     z = {}
     for v in nx.topological_sort(g):
         inp = torch.zeros_like(x[:, 0])
@@ -100,7 +104,8 @@ def static_reference(module, graph, a, x):
             inp = inp + a[v, u] * z[u]
         if v in inputs:
             inp = inp + x[:, inputs.index(v)]
-        z[v] = module.node_op(inp.unsqueeze(1), slice(new_id[v], new_id[v] + 1)).squeeze(1)
+        out = module.node_op(inp.unsqueeze(1), slice(new_id[v], new_id[v] + 1)).squeeze(1)
+        z[v] = out if v in reached or not silenced_by_mask(module) else torch.zeros_like(out)
     return torch.stack([z[o] for o in graph.outputs.tolist()], 1)
 
 
@@ -114,15 +119,28 @@ def mix(a, h):
     return torch.einsum("ts,bs...->bt...", a, h)
 
 
+def silenced_by_mask(module):
+    """Whether unreached nodes are zeroed by the graph (their operations do not map zeros to zeros); an
+    operation that does keeps them at zero itself, with its own gradient (see NodeNorm)."""
+    ops = [module.node_op] + ([module.post_op] if hasattr(module, "post_op") else [])
+    return not all(maps_zero_to_zero(op) for op in ops)
+
+
 def discrete_reference(module, a, x, steps, every_step=False):
+    """The dense loop; after each step a node that no input has reached yet through the active edges
+    (non-zero entries of ``a``) is zero, whatever its operations map zero to."""
     n = module.graph.num_nodes
     z0 = initial_state(module.graph, x)
     z = z0
+    inputs = set(module.graph.inputs.tolist())
+    reached = set(inputs)
     for _ in range(steps):
+        reached = {v for v in range(n) if any(a[v, u] != 0 for u in reached)} | (inputs if every_step else set())
         agg = mix(a, module.node_op(z, slice(0, n)))
         if every_step:
             agg = agg + z0
-        z = module.post_op(agg, slice(0, n))
+        keep = torch.tensor([float(v in reached or not silenced_by_mask(module)) for v in range(n)], dtype=z.dtype)
+        z = module.post_op(agg, slice(0, n)) * keep.view((1, n) + (1,) * (agg.dim() - 2))
     return z[:, module.graph.outputs]
 
 
@@ -239,7 +257,7 @@ def test_adjoint_gradients_match_backprop_through_the_solver(op_kind, backend):
     n = graph.num_nodes
     grads = []
     for adjoint in (False, True):
-        torch.manual_seed(3)
+        torch.manual_seed(2)  # an initial top-k that connects the inputs to the outputs (seed 3 does not)
         if op_kind == "vector":
             op = NodeSequential(NodeAffine(n), Activation("tanh"))
         else:

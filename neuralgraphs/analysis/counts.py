@@ -2,9 +2,11 @@ r"""What a wired network really uses: effective edges, live nodes, parameters an
 
 Under the current selection of a graph module (:class:`~neuralgraphs.dynamics.WiredGraph`):
 
-* a node **carries a signal** when it is reachable from an input node through active edges or, when the
-  node operations do not map all-zero inputs to zeros (``maps_zero_to_zero``: a bias, or a normalisation
-  with a learned shift), any node at all: such a node outputs :math:`f(0) \ne 0` with no input;
+* a node **carries a signal** when it is reachable from an input node through active edges.  The static
+  and discrete-time graphs output zeros at every other node, and so does any graph whose operations map
+  zero inputs to zeros (``maps_zero_to_zero``, as the instance norm does); in a continuous-time graph whose
+  operations do not (a bias, a batch norm), any node carries a signal: it outputs :math:`f(0) \ne 0` with
+  no input;
 * an active edge :math:`u \to v` is **effective** when :math:`u` carries a signal and :math:`v` reaches an
   output node through active edges: only those edges can change the output, whatever the parameters;
 * a node is **live** when it carries a signal and is an output node or the source of an effective edge:
@@ -18,9 +20,8 @@ every ``nn.Conv2d`` / ``nn.Linear`` outside the graph modules.
 For the default static DNW :class:`~neuralgraphs.models.TinyClassifier` at initialisation
 :func:`count_parameters` gives 32,000 active edges + 708 live nodes x (9 node-conv weights + 2 instance-norm
 affine parameters) + 1,184 stem + 1,010 head = 41,982 (the paper: "about 41k"; the 92 non-output nodes of
-the last block never reach an output and are not live).  All 32,000 active edges are effective.  Its node
-operation starts with an instance norm whose learned shift makes a node without input non-zero, so every
-node carries a signal: a node counts when an active path leads from it to an output.
+the last block never reach an output and are not live).  All 32,000 active edges are effective, and every
+live node is reached from the stem's 32 input nodes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, WiredGraph
-from neuralgraphs.nodes import NodeAffine, NodeConv2d, count_node_parameters, maps_zero_to_zero
+from neuralgraphs.nodes import NodeAffine, NodeConv2d, count_node_parameters
 
 
 def _graph_modules(model: nn.Module) -> List[WiredGraph]:
@@ -76,7 +77,7 @@ def _analyse(g: WiredGraph):
     active = _active_mask(g)
     src, dst = g.graph.edge_index[:, active].numpy()
     inputs, outputs = g.graph.inputs.numpy(), g.graph.outputs.numpy()
-    if all(maps_zero_to_zero(op) for op in _node_op_modules(g)):
+    if g.silences_unreached:
         fwd = _reachable(n, src, dst, inputs)
     else:  # a node without input still outputs f(0), which need not be zero
         fwd = np.ones(n, dtype=bool)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from neuralgraphs._checks import check_batch
 from neuralgraphs.graph import NeuralGraph
+from neuralgraphs.nodes import maps_zero_to_zero
 from neuralgraphs.propagate import BACKENDS, choose_backend
 from neuralgraphs.wiring import ActiveEdges, Wiring, make_wiring
 
@@ -26,12 +27,27 @@ IMAGE_CSR_MAX_DENSITY = {"cpu": 0.02}
 
 
 class WiredGraph(nn.Module):
-    """Base class: a candidate graph, one learnable weight per candidate edge and a wiring.
+    r"""Base class: a candidate graph, one learnable weight per candidate edge and a wiring.
 
     Subclasses implement ``forward``.  Node features travel as ``[B, N, *]`` tensors in whatever memory
     layout the last operation produced (channels-last from a depthwise convolution, node-major from the
     sparse graph product); :func:`~neuralgraphs.propagate.propagate` multiplies every layout in place, so no
     step copies the state only to reorder it.  Node operations see the usual ``[B, n, *]`` shape.
+
+    **Initialisation.**  Every candidate weight is drawn from :math:`U(-1/\sqrt{f}, 1/\sqrt{f})`, where
+    :math:`f` is the mean candidate in-degree of the target nodes: the default initialisation of the dense
+    layer the candidates form (for the tiny classifiers of the 2019 code, ``nn.Conv2d``'s over the whole
+    ``800 x 800`` matrix), whatever the budget.  Two reasons, both measured in ``benchmarks/fidelity.py``:
+
+    * the top-k of a uniform sample all lie just below the bound, with many inactive candidates just under
+      the threshold, so the straight-through gradient can swap edges from the first steps on;
+    * a node operation that normalises its input makes the node's output independent of the scale of its
+      incoming weights, and the straight-through gradient of an edge into it shrinks as those weights grow:
+      the relative size of an update goes as :math:`1 / |w|^2`.
+
+    Before, the weights were normal with the standard deviation of a fan-in over the *active* edges (1 at
+    under one active edge per node), the k chosen ones sat in the tail at 2-3 standard deviations, and DNW
+    swapped 0-15 of 80 edges per epoch: it was the "no update" baseline with a few late swaps.
 
     Args:
         graph: the candidate graph.
@@ -71,13 +87,22 @@ class WiredGraph(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal candidate weights scaled by the mean active in-degree (fan-in), and node ops reset."""
-        targets = int((self.graph.in_degree() > 0).sum())
-        fan_in = max(1.0, self.wiring.num_active / max(1, targets))
-        nn.init.normal_(self.weight, std=1.0 / math.sqrt(fan_in))
+        r"""Candidate weights :math:`U(-1/\sqrt{f}, 1/\sqrt{f})` with :math:`f` the mean candidate in-degree
+        (see the class docstring), and node ops reset."""
+        indeg = self.graph.in_degree()
+        fan_in = max(1.0, self.graph.num_edges / max(1, int((indeg > 0).sum())))
+        bound = 1.0 / math.sqrt(fan_in)
+        nn.init.uniform_(self.weight, -bound, bound)
         for m in self.node_op.modules():
             if m is not self.node_op and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
+
+    @property
+    def silences_unreached(self) -> bool:
+        """Whether a node that no input reaches through the active edges outputs zeros whatever its
+        operations map a zero input to (the static and discrete-time graphs mask such nodes; otherwise it
+        holds when the operations map zeros to zeros)."""
+        return all(maps_zero_to_zero(op) for op in (self.node_op, getattr(self, "post_op", None)) if op is not None)
 
     @property
     def weight_grad(self) -> str:

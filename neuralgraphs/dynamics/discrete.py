@@ -59,6 +59,12 @@ class DiscreteTimeGraph(WiredGraph):
         super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend)
         self.post_op = post_op if post_op is not None else Identity()
         self.steps, self.inject = steps, inject
+        # A node that no input has reached yet through active edges stays at zero.  Operations that map
+        # zeros to zeros guarantee it; for the others each step's state is masked.
+        self._mask_silent = not (maps_zero_to_zero(node_op) and maps_zero_to_zero(self.post_op))
+        is_input = torch.zeros(graph.num_nodes)
+        is_input[graph.inputs] = 1.0
+        self.register_buffer("_is_input", is_input, persistent=False)
         # The loss reads only the output nodes after the last step, and before the first step only the input
         # nodes are non-zero: those two steps multiply a sub-matrix (output rows; input columns when the node
         # op maps zeros to zeros).  The results and all gradients are those of the full product.
@@ -111,6 +117,24 @@ class DiscreteTimeGraph(WiredGraph):
         return PropagationPlan(self.edge_index, n, n, active=index, backend=backend, weight_grad=self.weight_grad,
                                weights_masked=True)
 
+    @property
+    def silences_unreached(self) -> bool:
+        return True
+
+    def _signals(self, index: Tensor) -> Tensor:
+        """``[T, N]``: 1 where a node's state after step ``t + 1`` has been reached from an input through the
+        active edges ``index``, else 0."""
+        with torch.no_grad():
+            src, dst = self.edge_index[0, index], self.edge_index[1, index]
+            signal, out = self._is_input.float(), []
+            for _ in range(self.steps):
+                heard = torch.zeros_like(signal).index_add_(0, dst, signal[src]) > 0
+                if self.inject == "every_step":
+                    heard |= self._is_input > 0
+                signal = heard.float()
+                out.append(signal)
+        return torch.stack(out)
+
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         a = self.active()
@@ -122,6 +146,7 @@ class DiscreteTimeGraph(WiredGraph):
         rows_only = "last" in self._subsets and not (self.training and _keeps_running_stats(self.post_op))
         z = self._initial_state(x, node_major=plan.backend == "csr")
         x0 = z if self.inject == "every_step" else None
+        signals = self._signals(a.index) if self._mask_silent else None
         for t in range(self.steps):
             first, last = t == 0 and skip_first, t == self.steps - 1 and rows_only
             rows = slice(o0, o1) if last else everything
@@ -136,6 +161,8 @@ class DiscreteTimeGraph(WiredGraph):
             if x0 is not None:
                 agg = agg + x0[:, rows]
             z = self.post_op(agg, rows)
+            if signals is not None:
+                z = z * signals[t, rows].to(z.dtype).view((1, -1) + (1,) * (z.dim() - 2))
         return z.index_select(1, self._out_local if rows_only else self.outputs)
 
     def extra_repr(self) -> str:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from neuralgraphs.graph import NeuralGraph
+from neuralgraphs.nodes import maps_zero_to_zero
 from neuralgraphs.propagate import PropagationPlan
 from neuralgraphs.wiring import Wiring
 from neuralgraphs.dynamics.base import WiredGraph
@@ -58,6 +59,12 @@ class StaticGraph(WiredGraph):
         self.register_buffer("inject_cols", by_node, persistent=False)
         bounds = torch.searchsorted(graph.inputs[by_node], torch.tensor([lv[1] for lv in self._levels]))
         self._inject = list(zip([0] + bounds.tolist()[:-1], bounds.tolist()))
+        # A node that no input reaches through active edges outputs zeros.  An operation that maps zeros to
+        # zeros guarantees it; for the others (batch norm, an affine shift) each level's output is masked.
+        self._mask_silent = not maps_zero_to_zero(node_op)
+        is_input = torch.zeros(graph.num_nodes)
+        is_input[graph.inputs] = 1.0
+        self.register_buffer("_is_input", is_input, persistent=False)
 
     @staticmethod
     def _level_structure(graph: NeuralGraph) -> List[Tuple[int, int, int, int]]:
@@ -69,6 +76,10 @@ class StaticGraph(WiredGraph):
             out.append((start, start + c, ptr[start], ptr[start + c]))
             start += c
         return out
+
+    @property
+    def silences_unreached(self) -> bool:
+        return True
 
     @property
     def num_levels(self) -> int:
@@ -83,6 +94,18 @@ class StaticGraph(WiredGraph):
             self._level_edges_key = key
         return self._level_edges_cache
 
+    def _signal(self, mask: Tensor) -> Tensor:
+        """``[N]``: 1 for the nodes an input reaches through the active edges ``mask``, else 0."""
+        with torch.no_grad():
+            signal = self._is_input.float().clone()  # written in place below
+            mask = mask.float()
+            for (r0, r1, c0, c1), edges in zip(self._levels, self._level_edges()):
+                if c1 > c0:
+                    heard = torch.zeros(r1 - r0, device=mask.device).index_add_(
+                        0, edges[1], signal[edges[0]] * mask[c0:c1])
+                    signal[r0:r1] = torch.maximum(signal[r0:r1], (heard > 0).float())
+        return signal
+
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         a = self.active()
@@ -92,6 +115,7 @@ class StaticGraph(WiredGraph):
         # other devices the dense path needs no active list, so no step waits on the device.
         exact = a.index.device.type == "cpu"
         outs: List[Tensor] = []
+        signal = self._signal(a.mask).to(x.dtype) if self._mask_silent else None
         for (r0, r1, c0, c1), (i0, i1), edges in zip(self._levels, self._inject, self._level_edges()):
             n = r1 - r0
             if c1 > c0:
@@ -111,7 +135,10 @@ class StaticGraph(WiredGraph):
                 inp = x.new_zeros((b, n) + feat)
             if i1 > i0:
                 inp = inp.index_add(1, self.inject_rows[i0:i1], x.index_select(1, self.inject_cols[i0:i1]))
-            outs.append(self.node_op(inp, slice(r0, r1)))
+            y = self.node_op(inp, slice(r0, r1))
+            if signal is not None:
+                y = y * signal[r0:r1].view((1, n) + (1,) * len(feat))
+            outs.append(y)
         z = torch.cat(outs, dim=1)
         return z.index_select(1, self.outputs)
 
