@@ -15,6 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from neuralgraphs.analysis import count_flops, count_parameters  # noqa: E402
 from neuralgraphs.models.randwire import digits_network  # noqa: E402
 from neuralgraphs.train import digits_loaders, fit  # noqa: E402
 
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
         history = fit(model, train_loader, test_loader, epochs=epochs, lr=0.1, weight_decay=5e-5,
                       seed=args.seed, progress=False)
         print(f"{kind:<6} {100 * history['test_acc'][-1]:>7.1f}% {model.num_active_edges():>6} "
-              f"{model.num_parameters():>7} {model.flops():>8} {time.perf_counter() - t0:>5.1f}s")
+              f"{count_parameters(model):>7} {count_flops(model, (1, 8, 8)):>8} {time.perf_counter() - t0:>5.1f}s")
     return 0
 
 

@@ -277,6 +277,7 @@ def run_compare(opts: Dict[str, Any], log=print) -> Dict[str, Any]:
     """
     import torch
 
+    from neuralgraphs.analysis import count_flops, count_parameters
     from neuralgraphs.models.randwire import digits_network
     from neuralgraphs.train import digits_loaders, fit
 
@@ -305,8 +306,8 @@ def run_compare(opts: Dict[str, Any], log=print) -> Dict[str, Any]:
             seconds = time.perf_counter() - t0
             histories[model_name].append(history)
             runs.append({"model": model_name, "seed": seed, "test_acc": history["test_acc"][-1],
-                         "active_edges": int(model.num_active_edges()), "parameters": int(model.num_parameters()),
-                         "flops": int(model.flops()), "time_s": seconds})
+                         "active_edges": int(model.num_active_edges()), "parameters": count_parameters(model),
+                         "flops": count_flops(model, (1, 8, 8)), "time_s": seconds})
             if bar is not None:
                 bar.update(1)
     finally:

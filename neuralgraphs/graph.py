@@ -59,8 +59,8 @@ def _validate_edge_index(edge_index: Any, num_nodes: int) -> Tensor:
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"edge_index: expected shape [2, E], got {list(edge_index.shape)}")
     ei = edge_index.detach().cpu()
-    if ei.numel() == 0:
-        raise ValueError("edge_index: the graph has no candidate edges; a wiring needs at least one")
+    if ei.numel() == 0:  # nodes without candidate edges (a RandWire stage of isolated nodes)
+        return ei.contiguous()
     lo, hi = int(ei.min()), int(ei.max())
     if lo < 0 or hi >= num_nodes:
         bad_col = int(((ei < 0) | (ei >= num_nodes)).any(0).nonzero()[0])

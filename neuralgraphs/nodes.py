@@ -17,11 +17,13 @@ building blocks, and :func:`image_node_op` / :func:`vector_node_op` assemble the
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 def _check_positive_int(value, name: str) -> int:
@@ -87,6 +89,11 @@ class NodeConv2d(NodeOp):
     def maps_zero_to_zero(self) -> bool:
         return self.bias is None
 
+    def macs(self, shape: Tuple[int, ...]) -> Tuple[int, Tuple[int, ...]]:
+        """Per node: ``k * k`` multiply-adds per output position; output ``ceil(size / stride)``."""
+        out = tuple(-(-d // self.stride) for d in shape)
+        return self.kernel_size ** 2 * math.prod(out), out
+
     def extra_repr(self) -> str:
         return f"num_nodes={self.num_nodes}, kernel_size={self.kernel_size}, stride={self.stride}"
 
@@ -126,6 +133,39 @@ class _InstanceNormNodesLast(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+class _BatchNormUnitGain(torch.autograd.Function):
+    r"""Batch norm in training (batch statistics, running statistics updated) whose backward normalises a
+    channel that is constant over the batch with unit scale: its gradient is :math:`\gamma (g - \bar g)`
+    instead of :math:`\gamma (g - \bar g) / \sqrt{\epsilon}` (see :class:`NodeNorm`).  Only the forward
+    pays for it: two reductions find the constant channels."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        y, mean, invstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
+        dims = [0] + list(range(2, x.dim()))
+        flat = x.amax(dims) == x.amin(dims)
+        invstd = torch.where(flat, torch.ones_like(invstd), invstd)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        x, weight, mean, invstd = ctx.saved_tensors
+        need = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
+                weight is not None and ctx.needs_input_grad[2]]
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            g.contiguous(memory_format=_memory_format(x)), x, weight, None, None, mean, invstd, True, ctx.eps, need)
+        return gx, gw, gb, None, None, None, None
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _heard(x: Tensor) -> Tensor:
     """``[B, n, 1, ...]``: 1 where a (sample, node) instance of ``x`` is not all zeros, else 0."""
     return (x != 0).flatten(2).any(-1).to(x.dtype).view(x.shape[:2] + (1,) * (x.dim() - 2))
@@ -162,25 +202,32 @@ class NodeNorm(NodeOp):
       :math:`\gamma\,(g - \bar g)` still tells DNW which candidate edges would feed it.
     * ``kind="batch"``, in training: a node whose input is constant over the batch (and space).
 
+    Nodes that carry several channels (``channels=C``: features ``[B, n, C, *]``) are normalised per node and
+    channel, with a scale and shift per node and channel.
+
     Args:
         num_nodes: number of nodes.
         kind: ``"batch"`` or ``"instance"``.  (default: ``"batch"``)
-        affine: learn a scale and shift per node.  (default: :obj:`True`)
+        affine: learn a scale and shift per node (and channel).  (default: :obj:`True`)
         momentum: running-statistics momentum for batch norm.  (default: ``0.1``)
         eps: added to the variance.  (default: ``1e-5``)
+        channels: channels per node, :obj:`None` for single-channel nodes (features ``[B, n, *]``).
+            (default: :obj:`None`)
     """
 
     def __init__(self, num_nodes: int, kind: str = "batch", affine: bool = True, momentum: float = 0.1,
-                 eps: float = 1e-5) -> None:
+                 eps: float = 1e-5, channels: Optional[int] = None) -> None:
         super().__init__(num_nodes)
         if kind not in ("batch", "instance"):
             raise ValueError(f"kind: expected 'batch' or 'instance', got {kind!r}")
         self.kind, self.momentum, self.eps = kind, momentum, eps
-        self.weight = nn.Parameter(torch.ones(num_nodes)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_nodes)) if affine else None
+        self.channels = None if channels is None else _check_positive_int(channels, "channels")
+        shape = (num_nodes,) if channels is None else (num_nodes, channels)
+        self.weight = nn.Parameter(torch.ones(shape)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(shape)) if affine else None
         if kind == "batch":
-            self.register_buffer("running_mean", torch.zeros(num_nodes))
-            self.register_buffer("running_var", torch.ones(num_nodes))
+            self.register_buffer("running_mean", torch.zeros(shape))
+            self.register_buffer("running_var", torch.ones(shape))
         else:
             self.running_mean = self.running_var = None
 
@@ -194,8 +241,22 @@ class NodeNorm(NodeOp):
 
     def forward(self, x: Tensor, nodes: Optional[slice] = None) -> Tensor:
         nodes = _all(nodes, self.num_nodes)
-        w = None if self.weight is None else self.weight[nodes]
-        b = None if self.bias is None else self.bias[nodes]
+        if self.channels is not None:
+            # node-channel pairs as the normalised units: [B, n, C, *] -> [B, n * C, *]
+            c = self.channels
+            if x.dim() < 3 or x.size(2) != c:
+                raise ValueError(f"x: expected [B, n, {c}, ...] ({c} channels per node), got {list(x.shape)}")
+            flat = x.reshape((x.size(0), x.size(1) * c) + tuple(x.shape[3:]))
+            return self._normalise(flat, slice(nodes.start * c, nodes.stop * c)).view(x.shape)
+        return self._normalise(x, nodes)
+
+    def _flat(self, t: Optional[Tensor]) -> Optional[Tensor]:
+        return None if t is None else t.view(-1)
+
+    def _normalise(self, x: Tensor, nodes: slice) -> Tensor:
+        w, b = self._flat(self.weight), self._flat(self.bias)
+        w = None if w is None else w[nodes]
+        b = None if b is None else b[nodes]
         if self.kind == "instance":
             if x.dim() < 3:
                 raise ValueError(f"x: instance norm needs spatial dimensions [B, n, ...], got {list(x.shape)}")
@@ -219,29 +280,19 @@ class NodeNorm(NodeOp):
             else:
                 y = F.instance_norm(x, weight=w, bias=b, eps=self.eps)
             return _unit_gain_if_silent(y, x, heard, w)
-        # Slices of the running buffers are views, so F.batch_norm updates the right nodes in place.
-        y = F.batch_norm(x, self.running_mean[nodes], self.running_var[nodes], w, b,
-                         self.training, self.momentum, self.eps)
-        if not (self.training and torch.is_grad_enabled()):
-            return y
-        # A node whose input is constant over the batch is normalised with unit scale (see the class
-        # docstring): the same output, a gradient of gain gamma instead of gamma / sqrt(eps).
-        dims = [0] + list(range(2, x.dim()))
-        xd = x.detach()
-        flat = xd.amax(dims, keepdim=True) == xd.amin(dims, keepdim=True)
-        unit = x - x.mean(dims, keepdim=True)
-        if w is not None:
-            unit = unit * w.view((1, -1) + (1,) * (x.dim() - 2))
-        if b is not None:
-            unit = unit + b.view((1, -1) + (1,) * (x.dim() - 2))
-        return torch.where(flat, unit, y)
+        # Slices of the running buffers are views, so batch norm updates the right nodes in place.
+        rm, rv = self.running_mean.view(-1)[nodes], self.running_var.view(-1)[nodes]
+        if self.training and torch.is_grad_enabled() and x.requires_grad:
+            return _BatchNormUnitGain.apply(x, w, b, rm, rv, self.momentum, self.eps)
+        return F.batch_norm(x, rm, rv, w, b, self.training, self.momentum, self.eps)
 
     @property
     def maps_zero_to_zero(self) -> bool:
         return self.kind == "instance"
 
     def extra_repr(self) -> str:
-        return f"num_nodes={self.num_nodes}, kind={self.kind!r}"
+        extra = "" if self.channels is None else f", channels={self.channels}"
+        return f"num_nodes={self.num_nodes}, kind={self.kind!r}{extra}"
 
 
 class NodeAffine(NodeOp):
@@ -264,6 +315,171 @@ class NodeAffine(NodeOp):
         nodes = _all(nodes, self.num_nodes)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return x * self.weight[nodes].view(shape) + self.bias[nodes].view(shape)
+
+    def macs(self, shape: Tuple[int, ...]) -> Tuple[int, Tuple[int, ...]]:
+        """Per node: one multiply-add per element."""
+        return math.prod(shape), tuple(shape)
+
+
+class NodeSepConv(NodeOp):
+    r"""A separable convolution per node for nodes that carry several channels (RandWire's node transform):
+    a :math:`k \times k` depthwise convolution over each node's ``in_channels``, then a 1x1 convolution to its
+    ``out_channels``, every node with its own kernels.
+
+    .. math:: \mathbf{z}_v = \mathbf{P}_v \star (\mathbf{D}_v \star_{\text{depthwise}} \mathbf{x}_v)
+
+    All the nodes of a call run as one grouped depthwise and one grouped pointwise convolution.
+
+    Args:
+        num_nodes: number of nodes.
+        in_channels: channels of each node's input.
+        out_channels: channels of each node's output.
+        kernel_size: depthwise kernel size :math:`k` (padding ``k // 2``).  (default: ``3``)
+        stride: stride of the depthwise convolution.  (default: ``1``)
+
+    Shapes:
+        input ``[B, n, in_channels, H, W]``; output ``[B, n, out_channels, H', W']``.
+    """
+
+    maps_zero_to_zero = True
+
+    def __init__(self, num_nodes: int, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int = 1) -> None:
+        super().__init__(num_nodes)
+        self.in_channels = _check_positive_int(in_channels, "in_channels")
+        self.out_channels = _check_positive_int(out_channels, "out_channels")
+        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
+        self.stride = _check_positive_int(stride, "stride")
+        self.depthwise = nn.Parameter(torch.empty(num_nodes, in_channels, 1, kernel_size, kernel_size))
+        self.pointwise = nn.Parameter(torch.empty(num_nodes, out_channels, in_channels, 1, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Conv2d's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the depthwise and pointwise kernels
+        for p, fan_in in ((self.depthwise, self.kernel_size ** 2), (self.pointwise, self.in_channels)):
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: Tensor, nodes: Optional[slice] = None) -> Tensor:
+        nodes = _all(nodes, self.num_nodes)
+        dw, pw = self.depthwise[nodes], self.pointwise[nodes]
+        n, ci, co = dw.size(0), self.in_channels, self.out_channels
+        if x.dim() != 5 or x.size(1) != n or x.size(2) != ci:
+            raise ValueError(f"x: expected [B, {n}, {ci}, H, W] for nodes {nodes}, got {list(x.shape)}")
+        b, h, w = x.size(0), x.size(3), x.size(4)
+        y = F.conv2d(x.reshape(b, n * ci, h, w), dw.reshape(n * ci, 1, *dw.shape[-2:]), stride=self.stride,
+                     padding=self.kernel_size // 2, groups=n * ci)
+        y = F.conv2d(y, pw.reshape(n * co, ci, 1, 1), groups=n)
+        return y.view(b, n, co, y.size(-2), y.size(-1))
+
+    def macs(self, shape: Tuple[int, ...]) -> Tuple[int, Tuple[int, ...]]:
+        """Per node and output position: ``k * k * in_channels`` (depthwise) + ``in_channels * out_channels``
+        (pointwise); ``shape`` is ``(in_channels, H, W)``."""
+        out = tuple(-(-d // self.stride) for d in shape[1:])
+        per_position = self.kernel_size ** 2 * self.in_channels + self.in_channels * self.out_channels
+        return per_position * math.prod(out), (self.out_channels,) + out
+
+    def extra_repr(self) -> str:
+        return (f"num_nodes={self.num_nodes}, in_channels={self.in_channels}, out_channels={self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}")
+
+
+class NodeRanges(nn.Module):
+    """Different node operations on consecutive ranges of nodes: the first ``sizes[0]`` nodes run ``ops[0]``,
+    the next ``sizes[1]`` ``ops[1]``, and so on.  Each operation sees its own node ids (from 0), so its
+    per-node parameters cover its range only; a call spanning several ranges runs each part and concatenates
+    the results along the node dimension (their shapes must then agree).
+
+    Args:
+        ranges: ``(size, op)`` pairs in node order; ``op`` is any node operation.
+    """
+
+    def __init__(self, ranges: Sequence[Tuple[int, nn.Module]]) -> None:
+        super().__init__()
+        if not ranges:
+            raise ValueError("ranges: expected at least one (size, op) pair")
+        sizes = []
+        for i, pair in enumerate(ranges):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"ranges[{i}]: expected a (size, op) pair, got {pair!r}")
+            size, op = pair
+            sizes.append(_check_positive_int(size, f"ranges[{i}] size"))
+            if not isinstance(op, nn.Module):
+                raise TypeError(f"ranges[{i}]: expected an nn.Module as the op, got {type(op).__name__}")
+        self.sizes = sizes
+        self.ops = nn.ModuleList(op for _, op in ranges)
+        self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.num_nodes = sum(sizes)
+
+    @property
+    def maps_zero_to_zero(self) -> bool:
+        return all(maps_zero_to_zero(op) for op in self.ops)
+
+    def parts(self, nodes: slice):
+        """``(op index, local slice, offset in the call)`` of every range a call on ``nodes`` touches."""
+        out = []
+        for i, (start, size) in enumerate(zip(self.starts, self.sizes)):
+            lo, hi = max(nodes.start, start), min(nodes.stop, start + size)
+            if lo < hi:
+                out.append((i, slice(lo - start, hi - start), lo - nodes.start))
+        return out
+
+    def forward(self, x: Tensor, nodes: Optional[slice] = None) -> Tensor:
+        nodes = _all(nodes, self.num_nodes)
+        outs = [self.ops[i](x[:, off:off + (part.stop - part.start)], part) for i, part, off in self.parts(nodes)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}"
+
+
+class NodeDropPath(NodeOp):
+    r"""DropPath over nodes, in training only: per sample, each node's output is zeroed with probability ``p``
+    and kept outputs are scaled by :math:`1 / (1 - p)`, so every path through a dropped node is dropped for
+    that sample.  The factors are drawn by :meth:`resample` once per forward, before any node runs, by the
+    module that owns the graph; in eval mode nothing is dropped.
+
+    Args:
+        num_nodes: number of nodes.
+        p: drop probability in ``[0, 1)``.
+        nodes: the nodes that may be dropped, in the order of the rows of the draw (a stage's input and
+            output nodes are left out).  (default: every node, in id order)
+    """
+
+    maps_zero_to_zero = True
+
+    def __init__(self, num_nodes: int, p: float, nodes: Optional[Sequence[int]] = None) -> None:
+        super().__init__(num_nodes)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"p: expected a drop probability in [0, 1), got {p!r}")
+        self.p = float(p)
+        rows = torch.arange(num_nodes) if nodes is None else torch.as_tensor(list(nodes), dtype=torch.long)
+        if rows.unique().numel() != rows.numel() or (rows.numel() and not 0 <= int(rows.min()) <= int(rows.max()) < num_nodes):
+            raise ValueError(f"nodes: expected distinct node ids in [0, {num_nodes}), got {rows.tolist()}")
+        self.register_buffer("rows", rows, persistent=False)
+        self.factors: Optional[Tensor] = None
+
+    def resample(self, batch: int, device: torch.device, dtype: torch.dtype) -> None:
+        """Draw this forward's factors from torch's global generator: one uniform ``[len(nodes), B]`` draw,
+        row ``i`` for node ``nodes[i]`` (nothing is drawn in eval mode or at ``p = 0``)."""
+        if not (self.training and self.p > 0):
+            self.factors = None
+            return
+        keep = torch.rand(self.rows.numel(), batch, device=device) >= self.p
+        factors = torch.ones(self.num_nodes, batch, dtype=dtype, device=device)
+        self.factors = factors.index_copy(0, self.rows, keep.to(dtype) / (1.0 - self.p))
+
+    def forward(self, x: Tensor, nodes: Optional[slice] = None) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.factors is None or self.factors.size(1) != x.size(0):
+            raise RuntimeError("NodeDropPath: resample(batch, ...) must run before each training forward")
+        nodes = _all(nodes, self.num_nodes)
+        f = self.factors[nodes].t()
+        return x * f.view(f.shape + (1,) * (x.dim() - 2))
+
+    def extra_repr(self) -> str:
+        return f"num_nodes={self.num_nodes}, p={self.p}"
 
 
 class Activation(nn.Module):
@@ -384,15 +600,70 @@ def vector_node_op(num_nodes: int, activation="relu", norm: Optional[str] = None
     return NodeSequential(*ops)
 
 
-def count_node_parameters(op: nn.Module, nodes: Sequence[int], num_nodes: int) -> int:
-    """Parameters of ``op`` that belong to the given nodes: per-node tensors (leading dim ``num_nodes``)
-    are counted for those nodes only; other parameters (shared by all nodes) are counted in full."""
-    nodes = list(nodes)
-    total = 0
-    for p in op.parameters():
-        if p.dim() >= 1 and p.size(0) == num_nodes:
-            total += len(nodes) * (p.numel() // num_nodes)
+def node_parameters(op: nn.Module, num_nodes: int) -> Tuple[Tensor, int]:
+    """Parameters of a node operation: ``(per_node, shared)``, ``per_node`` an int64 ``[num_nodes]`` count of
+    the parameters that belong to each node and ``shared`` the count of those that belong to all of them.
+
+    A parameter whose leading dimension is the node count of the operation holding it is per node (one row
+    per node); the parts of a :class:`NodeRanges` count for their own ranges; everything else is shared.
+    """
+    if isinstance(op, NodeRanges):
+        per, shared = [], 0
+        for size, sub in zip(op.sizes, op.ops):
+            p, s = node_parameters(sub, size)
+            per.append(p)
+            shared += s
+        return torch.cat(per), shared
+    per, shared = torch.zeros(num_nodes, dtype=torch.long), 0
+    if isinstance(op, NodeSequential):
+        for sub in op:
+            p, s = node_parameters(sub, num_nodes)
+            per, shared = per + p, shared + s
+        return per, shared
+    own = getattr(op, "num_nodes", num_nodes)
+    for prm in op.parameters():
+        if prm.dim() >= 1 and prm.size(0) == own == num_nodes:
+            per += prm.numel() // num_nodes
         else:
-            total += p.numel()
-    return total
+            shared += prm.numel()
+    return per, shared
+
+
+def node_macs(op: nn.Module, num_nodes: int, shape: Sequence[int]) -> Tuple[Tensor, Tuple[int, ...]]:
+    """Multiply-adds of one call of a node operation: ``(per_node, out_shape)``, ``per_node`` an int64
+    ``[num_nodes]`` count for a node input of ``shape`` (the features of one node: ``(H, W)``, ``(C, H, W)``
+    or ``()``) and ``out_shape`` the shape of a node's output.
+
+    Operations declare their cost with a ``macs(shape) -> (per node, out_shape)`` method
+    (:class:`NodeConv2d`: ``k * k`` per output position, :class:`NodeSepConv`: the depthwise and pointwise
+    products, :class:`NodeAffine`: one per element); sequences and ranges combine their parts; norms and
+    activations cost nothing (they fold into the neighbouring linear maps at inference), and so does any
+    operation that declares nothing.
+    """
+    shape = tuple(int(d) for d in shape)
+    if isinstance(op, NodeRanges):
+        parts, out = [], shape
+        for size, sub in zip(op.sizes, op.ops):
+            m, out = node_macs(sub, size, shape)
+            parts.append(m)
+        return torch.cat(parts), out
+    if isinstance(op, NodeSequential):
+        total = torch.zeros(num_nodes, dtype=torch.long)
+        for sub in op:
+            m, shape = node_macs(sub, num_nodes, shape)
+            total += m
+        return total, shape
+    declared = getattr(op, "macs", None)
+    if declared is None:
+        return torch.zeros(num_nodes, dtype=torch.long), shape
+    per, out = declared(shape)
+    return torch.as_tensor(per, dtype=torch.long).expand(num_nodes).clone(), tuple(out)
+
+
+def count_node_parameters(op: nn.Module, nodes: Sequence[int], num_nodes: int) -> int:
+    """Parameters of ``op`` that belong to the given nodes, plus those shared by all nodes (see
+    :func:`node_parameters`)."""
+    per, shared = node_parameters(op, num_nodes)
+    nodes = list(nodes)
+    return int(per[nodes].sum()) + shared if nodes else shared
 

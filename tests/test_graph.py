@@ -705,14 +705,16 @@ def test_inputs_outputs_validation():
 
 
 def test_empty_edge_set():
-    with pytest.raises(ValueError, match="edge_index"):
-        NeuralGraph(3, torch.empty(2, 0, dtype=torch.long))
+    # nodes without candidate edges are a graph (a RandWire stage of isolated nodes); a budget on it is not
+    for g in (NeuralGraph(3, torch.empty(2, 0, dtype=torch.long), inputs=[0], outputs=[0]),
+              NeuralGraph.from_edge_list([], num_nodes=3), NeuralGraph.from_adjacency(np.zeros((3, 3)))):
+        assert g.num_edges == 0 and g.edge_index.shape == (2, 0) and g.is_dag
+        assert g.levels().tolist() == [0, 0, 0]
+    from neuralgraphs.wiring import TopKWiring
+    with pytest.raises(ValueError, match="^k: "):
+        TopKWiring(NeuralGraph.from_edge_list([], num_nodes=3), k=1)
     with pytest.raises(ValueError, match="edges"):
-        NeuralGraph.from_edge_list([])
-    with pytest.raises(ValueError, match="edge_index"):
-        NeuralGraph.from_edge_list([], num_nodes=3)
-    with pytest.raises(ValueError, match="edge_index"):
-        NeuralGraph.from_adjacency(np.zeros((3, 3)))
+        NeuralGraph.from_edge_list([])  # no node count to infer
 
 
 @pytest.mark.parametrize("n", [0, -2])

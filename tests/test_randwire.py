@@ -5,36 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from neuralgraphs.analysis import count_flops, count_parameters
+from neuralgraphs.analysis.history import WiringHistory
+from neuralgraphs.dynamics import StaticGraph
 from neuralgraphs.generators.random_graphs import random_dag, stage_seeds
-from neuralgraphs.models.randwire import (
-    DIGITS_KINDS,
-    DNWStage,
-    RandWireNet,
-    RandWireStage,
-    dnw_candidates,
-    digits_network,
-    stage_edge_count,
-)
-
-
-def _run(stage, x, schedule):
-    stage.zero_grad()
-    x = x.detach().clone().requires_grad_(True)
-    y = stage(x, schedule=schedule)
-    probe = torch.sin(torch.arange(y.numel(), dtype=y.dtype)).view_as(y)
-    (y * probe).sum().backward()
-    grads = {name: p.grad.clone() for name, p in stage.named_parameters() if p.grad is not None}
-    return y.detach(), x.grad.clone(), grads
-
-
-def _assert_same(a, b, atol=1e-4, rtol=1e-4):
-    ya, xa, ga = a
-    yb, xb, gb = b
-    torch.testing.assert_close(ya, yb, atol=atol, rtol=rtol)
-    torch.testing.assert_close(xa, xb, atol=atol, rtol=rtol)
-    assert ga.keys() == gb.keys()
-    for name in ga:
-        torch.testing.assert_close(ga[name], gb[name], atol=atol, rtol=rtol, msg=name)
+from neuralgraphs.graph import NeuralGraph
+from neuralgraphs.models import (DIGITS_KINDS, DNWStage, RandWireNet, RandWireStage, digits_network, dnw_candidates,
+                                 stage_edge_count)
+from neuralgraphs.wiring import FixedWiring, freeze_wiring
 
 
 def _dag(n, edges):
@@ -53,6 +31,61 @@ def _er_with_isolated():
     raise AssertionError("no ER graph with an isolated node found")
 
 
+def _bn(h, weight, bias, eps=1e-5):
+    """Batch norm in training written here: batch statistics over (B, H, W) per channel."""
+    mean = h.mean((0, 2, 3), keepdim=True)
+    var = h.var((0, 2, 3), unbiased=False, keepdim=True)
+    return (h - mean) / torch.sqrt(var + eps) * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+
+
+def _sepconv(a, dw, pw, stride):
+    h = F.conv2d(F.relu(a), dw, stride=stride, padding=1, groups=a.size(1))
+    return F.conv2d(h, pw)
+
+
+def _randomise(stage):
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        stage.weight.copy_(torch.randn(stage.weight.shape, generator=gen))
+        stage.input_logit.copy_(torch.randn(stage.input_logit.shape, generator=gen))
+        for m in stage.modules():
+            if m.__class__.__name__ == "NodeNorm":
+                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=gen))
+                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=gen))
+
+
+def _reference_stage(stage, x, edges, n, drop=None):
+    """Node by node in the input graph's numbering with plain torch ops: sigmoid-weighted sums, ReLU -> 3x3
+    depthwise -> 1x1 -> batch norm (batch statistics), the mean of the sinks.  Parameters are read where
+    the stage keeps them: sources in ``source_op`` (rows in source order), the others in the node operation's
+    second range (rows in the stage's level order), edge weights by (source, target) in ``graph``.
+
+    ``drop``: optional ``[N, B]`` per-sample factor multiplying each node's output (DropPath)."""
+    new = {orig: i for i, orig in enumerate(stage.graph.node_labels)}
+    n_src = stage.inputs.numel()
+    preds = {v: [u for u, t in edges if t == v] for v in range(n)}
+    succs = {v: [t for u, t in edges if u == v] for v in range(n)}
+    cand = {tuple(e): i for i, e in enumerate(stage.graph.edge_index.t().tolist())}
+    src_op, inner = stage.source_op, (stage.node_op[0].ops[1] if len(stage.node_op[0].ops) > 1 else None)
+    z = {}
+    for v in nx.topological_sort(_dag(n, edges)):
+        j = new[v]
+        if not preds[v]:
+            assert j < n_src
+            a = torch.sigmoid(stage.input_logit[j]) * x
+            h = _sepconv(a, src_op[1].depthwise[j], src_op[1].pointwise[j], stage.stride)
+            z[v] = _bn(h, src_op[2].weight[j], src_op[2].bias[j])
+        else:
+            r = j - n_src
+            a = sum(torch.sigmoid(stage.weight[cand[(new[u], j)]]) * z[u] for u in preds[v])
+            h = _sepconv(a, inner[1].depthwise[r], inner[1].pointwise[r], 1)
+            z[v] = _bn(h, inner[2].weight[r], inner[2].bias[r])
+        if drop is not None:
+            z[v] = z[v] * drop[v].view(-1, 1, 1, 1)
+    sinks = [v for v in range(n) if not succs[v]]
+    return sum(z[v] for v in sinks) / len(sinks)
+
+
 @pytest.mark.parametrize("make", [
     lambda: random_dag("ws", 16, 3, k=4, p=0.75),
     lambda: random_dag("er", 16, 4, p=0.25),
@@ -60,104 +93,99 @@ def _er_with_isolated():
     _er_with_isolated,
     lambda: nx.empty_graph(3, create_using=nx.DiGraph),  # no edge at all
 ], ids=["ws", "er", "ba", "er-isolated", "edgeless"])
-def test_level_schedule_equals_node_schedule(make):
+def test_stage_matches_node_by_node_reference(make):
     dag = make()
-    torch.manual_seed(0)
     stage = RandWireStage(dag, 3, 4, stride=2, seed=1)
-    with torch.no_grad():
-        stage.edge_logit.normal_()
-        stage.input_logit.normal_()
-    x = torch.randn(3, 3, 9, 9)
-    lvl = _run(stage, x, "level")
-    node = _run(stage, x, "node")
-    _assert_same(lvl, node)
-    assert lvl[0].shape == (3, 4, 5, 5)
-    # running statistics are updated identically
-    stage.train()
-    rm = stage.ops.running_mean.clone()
-    stage(x, schedule="level")
-    after_level = stage.ops.running_mean.clone()
-    stage.ops.running_mean.copy_(rm)
-    stage(x, schedule="node")
-    torch.testing.assert_close(after_level, stage.ops.running_mean)
-
-
-def _reference_stage(stage, x, edges, n, drop=None):
-    """Node by node with plain torch ops: sigmoid-weighted sums, ReLU -> 3x3 dw -> 1x1 -> BN (batch stats).
-
-    ``drop``: optional ``[N, B]`` per-sample factor multiplying each node's output (DropPath)."""
-    ops = stage.ops
-    preds = {v: [u for u, t in edges if t == v] for v in range(n)}
-    succs = {v: [t for u, t in edges if u == v] for v in range(n)}
-    hidden_w = torch.sigmoid(stage.edge_logit)
-    input_w = torch.sigmoid(stage.input_logit)
-    src, dst = stage.edge_index.tolist()
-    eid = {(u, t): i for i, (u, t) in enumerate(zip(src, dst))}
-    sources = [v for v in range(n) if not preds[v]]
-    z = {}
-    for v in range(n):  # the hand-built DAG is numbered topologically
-        row = int(ops.row[v])
-        if not preds[v]:
-            a = input_w[sources.index(v)] * x
-            h = F.conv2d(F.relu(a), ops.dw_fed[row], stride=2, padding=1, groups=x.size(1))
-            h = F.conv2d(h, ops.pw_fed[row])
+    _randomise(stage)
+    assert isinstance(stage, StaticGraph)
+    x = torch.randn(3, 3, 9, 9, requires_grad=True)
+    y = stage(x)
+    assert y.shape == (3, 4, 5, 5)
+    edges = [(int(u), int(v)) for u, v in dag.edges]
+    xr = x.detach().clone().requires_grad_()
+    ref = _reference_stage(stage, xr, edges, dag.number_of_nodes())
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    probe = torch.sin(torch.arange(y.numel(), dtype=y.dtype)).view_as(y)
+    grads = torch.autograd.grad((y * probe).sum(), [x] + list(stage.parameters()), allow_unused=True)
+    ref_grads = torch.autograd.grad((ref * probe).sum(), [xr] + list(stage.parameters()), allow_unused=True)
+    for got, want in zip(grads, ref_grads):
+        if want is None:
+            assert got is None or bool((got == 0).all())
         else:
-            a = sum(hidden_w[eid[(u, v)]] * z[u] for u in preds[v])
-            h = F.conv2d(F.relu(a), ops.dw[row], stride=1, padding=1, groups=a.size(1))
-            h = F.conv2d(h, ops.pw[row])
-        mean = h.mean((0, 2, 3), keepdim=True)
-        var = h.var((0, 2, 3), unbiased=False, keepdim=True)
-        z[v] = (h - mean) / torch.sqrt(var + 1e-5) * ops.bn_weight[v].view(1, -1, 1, 1) \
-            + ops.bn_bias[v].view(1, -1, 1, 1)
-        if drop is not None:
-            z[v] = z[v] * drop[v].view(-1, 1, 1, 1)
-    sinks = [v for v in range(n) if not succs[v]]
-    return sum(z[v] for v in sinks) / len(sinks)
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
-def test_stage_matches_independent_reference():
-    edges = [(0, 2), (1, 2), (1, 3)]  # sources {0, 1}, sinks {2, 3}
-    dag = _dag(4, edges)
-    torch.manual_seed(0)
-    stage = RandWireStage(dag, 2, 3, stride=2, seed=0)
+def test_stage_running_statistics_follow_the_batch():
+    # one training forward moves every node's running mean 10 % of the way to its batch mean
+    dag = _dag(3, [(0, 2), (1, 2)])
+    stage = RandWireStage(dag, 2, 3, seed=0)
+    x = torch.randn(5, 2, 6, 6)
+    stage.train()
     with torch.no_grad():
-        stage.edge_logit.copy_(torch.tensor([-1.0, 0.5, 2.0]))
-        stage.input_logit.copy_(torch.tensor([0.3, -0.7]))
-        stage.ops.bn_weight.normal_()
-        stage.ops.bn_bias.normal_()
-    assert stage.sources.tolist() == [0, 1] and stage.sinks.tolist() == [2, 3]
-    assert stage.num_edges == 3 + 2 + 2
-    # stride 2 and in_channels only on the nodes fed by the input: two fed nodes, two inner ones
-    assert stage.ops.dw_fed.shape == (2, 2, 1, 3, 3) and stage.ops.pw_fed.shape == (2, 3, 2, 1, 1)
-    assert stage.ops.dw.shape == (2, 3, 1, 3, 3) and stage.ops.pw.shape == (2, 3, 3, 1, 1)
-    x = torch.randn(4, 2, 8, 8)
-    ref = _reference_stage(stage, x, edges, 4)
-    for schedule in ("level", "node"):
-        torch.testing.assert_close(stage(x, schedule=schedule), ref, atol=1e-5, rtol=1e-5)
+        stage(x)
+        a = torch.sigmoid(stage.input_logit[0]) * x
+        h = _sepconv(a, stage.source_op[1].depthwise[0], stage.source_op[1].pointwise[0], 2)
+    torch.testing.assert_close(stage.source_op[2].running_mean[0], 0.1 * h.mean((0, 2, 3)))
+    stage.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(stage(x), stage(x))  # deterministic in eval mode
+
+
+def test_stage_counts_its_edges_and_names_its_nodes():
+    edges = [(0, 2), (1, 2), (1, 3)]  # sources {0, 1}, sinks {2, 3}
+    stage = RandWireStage(_dag(4, edges), 2, 3, stride=2, seed=0)
+    assert stage.num_edges == 3 + 2 + 2 == stage_edge_count(_dag(4, edges))
+    # sources are the input nodes, numbered first; sinks are the outputs
+    labels = stage.graph.node_labels
+    assert sorted(labels[i] for i in stage.inputs.tolist()) == [0, 1]
+    assert sorted(labels[i] for i in stage.outputs.tolist()) == [2, 3]
+    assert stage.source_op[1].depthwise.shape == (2, 2, 1, 3, 3) and stage.source_op[1].pointwise.shape == (2, 3, 2, 1, 1)
+    assert stage.node_op[0].ops[1][1].depthwise.shape == (2, 3, 1, 3, 3)
+    # the complete wiring: every hidden edge active, with the positive weight sigmoid(theta) = 1/2 at start
+    a = stage.active()
+    assert a.index.tolist() == [0, 1, 2]
+    torch.testing.assert_close(a.weight, torch.full((3,), 0.5))
 
 
 def test_aggregation_weights_are_sigmoid_positive():
-    # two parents feeding one node: scaling with very negative logits keeps positive weights
     dag = _dag(3, [(0, 2), (1, 2)])
     stage = RandWireStage(dag, 1, 1, seed=0)
     with torch.no_grad():
-        stage.edge_logit.copy_(torch.tensor([-8.0, 3.0]))
-    hidden, inp = stage.edge_weights()
-    assert bool((hidden > 0).all()) and bool((inp > 0).all())
-    torch.testing.assert_close(hidden, torch.sigmoid(torch.tensor([-8.0, 3.0])))
-    ref = _reference_stage(stage, torch.randn(2, 1, 6, 6), [(0, 2), (1, 2)], 3)
-    torch.manual_seed(1)
+        stage.weight.copy_(torch.tensor([-8.0, 3.0]))
+    assert bool((stage.edge_weights() > 0).all()) and bool((stage.input_weights() > 0).all())
+    torch.testing.assert_close(stage.edge_weights(), torch.sigmoid(torch.tensor([-8.0, 3.0])))
     x = torch.randn(2, 1, 6, 6)
     torch.testing.assert_close(stage(x), _reference_stage(stage, x, [(0, 2), (1, 2)], 3), atol=1e-5, rtol=1e-5)
-    assert ref.shape == (2, 1, 3, 3)
 
 
 def test_isolated_node_is_source_and_sink():
     dag = _dag(3, [(0, 1)])
     stage = RandWireStage(dag, 2, 2, seed=0)
-    assert stage.sources.tolist() == [0, 2] and stage.sinks.tolist() == [1, 2]
+    labels = stage.graph.node_labels
+    assert sorted(labels[i] for i in stage.inputs.tolist()) == [0, 2]
+    assert sorted(labels[i] for i in stage.outputs.tolist()) == [1, 2]
     assert stage.num_edges == stage_edge_count(dag) == 1 + 2 + 2
     assert stage(torch.randn(2, 2, 4, 4)).shape == (2, 2, 2, 2)
+
+
+def test_same_seed_same_stage_and_no_global_generator_use():
+    dag = random_dag("ws", 12, 0, k=4, p=0.75)
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    a = RandWireStage(dag, 3, 4, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = RandWireStage(dag, 3, 4, seed=5)
+    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert na == nb and torch.equal(pa, pb)
+
+
+def _reference_drop(num_nodes, batch, p, seed):
+    """The DropPath factors the module docstring specifies, drawn as it says: one ``[N, B]`` uniform draw
+    from torch's global generator; a node-sample pair is dropped (0) with probability p, else kept and
+    scaled by 1 / (1 - p)."""
+    torch.manual_seed(seed)
+    keep = torch.rand(num_nodes, batch) >= p
+    return keep, torch.where(keep, torch.full((num_nodes, batch), 1.0 / (1.0 - p)), torch.zeros(()))
 
 
 def test_drop_path_training_only():
@@ -175,21 +203,6 @@ def test_drop_path_training_only():
     torch.manual_seed(1)
     t2 = stage(x)
     assert not torch.allclose(t1, t2)
-    # the same mask for both schedules
-    torch.manual_seed(5)
-    a = stage(x, schedule="level")
-    torch.manual_seed(5)
-    b = stage(x, schedule="node")
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-
-
-def _reference_drop(num_nodes, batch, p, seed):
-    """The DropPath factors the module docstring specifies, drawn as it says: one ``[N, B]`` uniform draw
-    from torch's global generator; a node-sample pair is dropped (0) with probability p, else kept and
-    scaled by 1 / (1 - p)."""
-    torch.manual_seed(seed)
-    keep = torch.rand(num_nodes, batch) >= p
-    return keep, torch.where(keep, torch.full((num_nodes, batch), 1.0 / (1.0 - p)), torch.zeros(()))
 
 
 def test_drop_path_matches_reference_mask():
@@ -197,24 +210,19 @@ def test_drop_path_matches_reference_mask():
     edges = [(0, 2), (1, 2), (1, 3), (2, 4)]
     n, b, p, seed = 5, 8, 0.4, 12
     stage = RandWireStage(_dag(n, edges), 2, 3, stride=2, drop_path=p, seed=0)
-    with torch.no_grad():
-        stage.edge_logit.normal_()
-        stage.input_logit.normal_()
-        stage.ops.bn_weight.normal_()
-        stage.ops.bn_bias.normal_()
+    _randomise(stage)
     x = torch.randn(b, 2, 8, 8)
     keep, drop = _reference_drop(n, b, p, seed)
     # the seed drops source 0 of a sample whose nodes 2, 3, 4 are kept: the drop must reach the output via 2 -> 4
     assert bool((~keep[0] & keep[2] & keep[3] & keep[4]).any())
     ref = _reference_stage(stage, x, edges, n, drop=drop)
     stage.train()
-    for schedule in ("level", "node"):
-        torch.manual_seed(seed)
-        y = stage(x, schedule=schedule)
-        torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5, msg=schedule)
+    torch.manual_seed(seed)
+    torch.testing.assert_close(stage(x), ref, atol=1e-5, rtol=1e-5)
     # without DropPath the same stage gives the undropped reference
-    stage.drop_path = 0.0
-    torch.testing.assert_close(stage(x), _reference_stage(stage, x, edges, n), atol=1e-5, rtol=1e-5)
+    plain = RandWireStage(_dag(n, edges), 2, 3, stride=2, drop_path=0.0, seed=0)
+    plain.load_state_dict(stage.state_dict())
+    torch.testing.assert_close(plain(x), _reference_stage(plain, x, edges, n), atol=1e-5, rtol=1e-5)
 
 
 def test_drop_path_statistics():
@@ -232,61 +240,49 @@ def test_drop_path_statistics():
                                atol=1e-4, rtol=1e-4)
 
 
-def test_dnw_drop_path_matches_reference_mask():
-    n, b, p, seed = 5, 6, 0.5, 2
-    stage = DNWStage(n, 3, 4, 9, stride=2, seed=0, drop_path=p)
-    x = torch.randn(b, 3, 8, 8)
-    keep, drop = _reference_drop(n, b, p, seed)
-    assert bool(keep.any()) and not bool(keep.all())
-    ref, _, _ = _dnw_reference(stage, x, drop=drop)
-    stage.train()
-    for schedule in ("level", "node"):
-        torch.manual_seed(seed)
-        y = stage(x, schedule=schedule)
-        torch.testing.assert_close(y, ref.detach(), atol=1e-5, rtol=1e-5, msg=schedule)
-
-
+# ---------------------------------------------------------------------------------------------- DNW stage
 def _dnw_reference(stage, x, drop=None):
-    """Node by node over *all* candidates, weights w * mask as a leaf: its gradient is the STE gradient.
+    """Node by node over *all* candidates, weights w * mask as a leaf: its gradient is the straight-through
+    gradient.  A hidden node that no active path from the input reaches outputs zeros.
 
     ``drop``: optional ``[N, B]`` per-sample factor multiplying each hidden node's output (DropPath)."""
     act = stage.wiring(stage.weight)
     w = (stage.weight.detach() * act.mask).requires_grad_(True)
-    src, dst = stage.candidates.edge_index.tolist()
+    src, dst = stage.graph.edge_index.tolist()
     n = stage.num_nodes
-    x0 = stage.downsample(x)
-    z = {0: x0}
-    ops = stage.ops
+    inner, out_norm = stage.node_op[0].ops[1], stage.node_op[0].ops[2]
+    z = {0: stage.downsample(x)}
+    reached = {0}
     for v in range(1, n + 1):
-        a = sum(w[e] * z[src[e]] for e in range(len(src)) if dst[e] == v)
-        h = F.conv2d(F.relu(a), ops.dw[v - 1], padding=1, groups=a.size(1))
-        h = F.conv2d(h, ops.pw[v - 1])
-        mean = h.mean((0, 2, 3), keepdim=True)
-        var = h.var((0, 2, 3), unbiased=False, keepdim=True)
-        z[v] = (h - mean) / torch.sqrt(var + 1e-5) * ops.bn_weight[v - 1].view(1, -1, 1, 1) \
-            + ops.bn_bias[v - 1].view(1, -1, 1, 1)
+        into = [e for e in range(len(src)) if dst[e] == v]
+        if not any(act.mask[e] and src[e] in reached for e in into):
+            z[v] = torch.zeros_like(z[0])
+            continue
+        reached.add(v)
+        a = sum(w[e] * z[src[e]] for e in into)
+        z[v] = _bn(_sepconv(a, inner[1].depthwise[v - 1], inner[1].pointwise[v - 1], 1),
+                   inner[2].weight[v - 1], inner[2].bias[v - 1])
         if drop is not None:
             z[v] = z[v] * drop[v - 1].view(-1, 1, 1, 1)
     out = sum(w[e] * z[src[e]] for e in range(len(src)) if dst[e] == n + 1)
-    # the output BN, in training mode: batch statistics over (B, H, W)
-    bn = stage.out_bn
-    mean = out.mean((0, 2, 3), keepdim=True)
-    var = out.var((0, 2, 3), unbiased=False, keepdim=True)
-    out = (out - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
-    return out, w, act
+    return _bn(out, out_norm.weight[0], out_norm.bias[0]), w, act
 
 
-def test_dnw_stage_topk_and_straight_through_gradient():
-    n, k = 8, 20
-    stage = DNWStage(n, 3, 4, k, stride=2, seed=0)
-    cand = dnw_candidates(n)
-    assert cand.num_edges == n * (n - 1) // 2 + 2 * n
+@pytest.mark.parametrize("num_blocks", [None, 3])
+def test_dnw_stage_topk_and_straight_through_gradient(num_blocks):
+    n, k = 8, 16
+    stage = DNWStage(n, 3, 4, k, stride=2, seed=0, num_blocks=num_blocks)
+    cand = dnw_candidates(n, num_blocks)
+    assert stage.graph.edge_index.tolist() == cand.edge_index.tolist()
+    if num_blocks is None:
+        assert cand.num_edges == n * (n - 1) // 2 + 2 * n
     src, dst = cand.edge_index
     assert bool((src < dst).all()) and not bool(((src == 0) & (dst == n + 1)).any())
+    assert stage.num_levels == (n if num_blocks is None else num_blocks) + 2
     x = torch.randn(3, 3, 8, 8)
     opt = torch.optim.SGD(stage.parameters(), lr=0.5)
     probe = None
-    for _ in range(2):
+    for step in range(2):
         act = stage.wiring(stage.weight)
         assert int(act.mask.sum()) == k and act.index.numel() == k
         chosen = set(torch.topk(stage.weight.detach().abs(), k).indices.tolist())
@@ -295,33 +291,75 @@ def test_dnw_stage_topk_and_straight_through_gradient():
         if probe is None:
             probe = torch.sin(torch.arange(ref.numel(), dtype=ref.dtype)).view_as(ref)
         (ref * probe).sum().backward()
-        for schedule in ("level", "node"):
-            stage.zero_grad()
-            y = stage(x, schedule=schedule)
-            torch.testing.assert_close(y, ref.detach(), atol=1e-5, rtol=1e-5)
-            (y * probe).sum().backward()
-            torch.testing.assert_close(stage.weight.grad, w.grad, atol=1e-4, rtol=1e-4)
-        inactive = ~act.mask
-        assert bool((stage.weight.grad[inactive] != 0).any())  # gradients reach inactive candidates
+        stage.zero_grad()
+        y = stage(x)
+        torch.testing.assert_close(y, ref.detach(), atol=1e-5, rtol=1e-5)
+        (y * probe).sum().backward()
+        torch.testing.assert_close(stage.weight.grad, w.grad, atol=1e-4, rtol=1e-4)
+        if step == 0:
+            assert bool((stage.weight.grad[~act.mask] != 0).any())  # gradients reach inactive candidates
         opt.step()
+
+
+def test_dnw_drop_path_matches_reference_mask():
+    n, b, p, seed = 5, 6, 0.5, 2
+    stage = DNWStage(n, 3, 4, 9, stride=2, seed=0, drop_path=p)
+    x = torch.randn(b, 3, 8, 8)
+    keep, drop = _reference_drop(n, b, p, seed)
+    assert bool(keep.any()) and not bool(keep.all())
+    ref, _, _ = _dnw_reference(stage, x, drop=drop)
+    stage.train()
+    torch.manual_seed(seed)
+    torch.testing.assert_close(stage(x), ref.detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_dnw_stage_same_channels_uses_pool_and_complete_wiring():
     stage = DNWStage(5, 4, 4, None, stride=2, seed=1, wiring="complete")
-    assert stage.proj is None and stage.num_edges == stage.candidates.num_edges == 10 + 10
+    assert stage.proj is None and stage.num_edges == stage.graph.num_edges == 10 + 10
     x = torch.randn(2, 4, 6, 6)
-    torch.testing.assert_close(stage(x, schedule="level"), stage(x, schedule="node"), atol=1e-5, rtol=1e-5)
     ref, _, _ = _dnw_reference(stage, x)
     torch.testing.assert_close(stage(x), ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="k:"):
         DNWStage(5, 4, 4, 1000)
 
 
-def test_randwire_net_small_regime():
+def test_dnw_stage_speaks_the_wiring_protocol():
+    # freeze_wiring and the wiring history work on a stage as on any graph module
+    stage = DNWStage(6, 2, 3, 10, seed=0)
+    hist = WiringHistory()
+    hist.record(stage)
+    chosen = torch.topk(stage.weight.detach().abs(), 10).indices.sort().values
+    freeze_wiring(stage)
+    assert isinstance(stage.wiring, FixedWiring)
+    with torch.no_grad():
+        stage.weight.mul_(torch.rand(stage.weight.shape))
+    assert torch.equal(stage.active().index, chosen)
+    hist.record(stage)
+    assert hist.swaps() == [0]
+
+
+def test_stages_reject_bad_input_naming_it():
+    dag = random_dag("ws", 8, 0, k=4, p=0.5)
+    for stage in (RandWireStage(dag, 2, 2, seed=0), DNWStage(4, 2, 2, 5)):
+        with pytest.raises(ValueError, match="^x: "):
+            stage(torch.randn(0, 2, 4, 4))  # an empty batch
+        with pytest.raises(ValueError, match="^x: "):
+            stage(torch.randn(2, 3, 4, 4))
+        with pytest.raises(ValueError, match="^x: "):
+            stage(torch.randn(2, 2, 4))
+    cyclic = nx.DiGraph([(0, 1), (1, 2), (2, 0)])
+    with pytest.raises(ValueError, match=r"graph: has a cycle (\d -> ){3}\d"):
+        RandWireStage(cyclic, 2, 2)
+    with pytest.raises(ValueError, match="graph: has a cycle"):
+        RandWireStage(NeuralGraph.from_edge_list([(0, 1), (1, 0)], inputs=[0], outputs=[1]), 2, 2)
+
+
+# ---------------------------------------------------------------------------------------------- networks
+def test_randwire_net_small_regime_counts():
     net = RandWireNet("ws(4,0.75)", num_nodes=32, channels=78, regime="small", seed=0)
     # paper: about 5.6M parameters and 583M FLOPs at 224 x 224
-    assert 5.3e6 < net.num_parameters() < 5.9e6
-    assert 550e6 < net.flops(224) < 620e6
+    assert 5.5e6 < count_parameters(net) < 5.7e6
+    assert 575e6 < count_flops(net, (3, 224, 224)) < 590e6
     expected = [stage_edge_count(random_dag("ws", 32, s, k=4, p=0.75)) for s in stage_seeds(0, 3)]
     assert [s.num_edges for s in net.stages] == expected and net.num_edges() == sum(expected)
     net.eval()
@@ -332,7 +370,7 @@ def test_randwire_net_small_regime():
 
 def test_randwire_net_stage_graphs_differ():
     net = RandWireNet(num_nodes=16, channels=8, num_classes=5, seed=3)
-    edge_sets = [frozenset(map(tuple, s.edge_index.t().tolist())) for s in net.stages]
+    edge_sets = [frozenset(map(tuple, s.graph.edge_index.t().tolist())) for s in net.stages]
     assert len(set(edge_sets)) == 3
     dnw = RandWireNet(num_nodes=16, channels=8, num_classes=5, seed=3, wiring="dnw")
     assert dnw.num_edges() == net.num_edges()
@@ -345,8 +383,7 @@ def test_digits_network(kind):
     x = torch.randn(16, 1, 8, 8)
     y = model(x)
     assert y.shape == (16, 10)
-    assert model.num_parameters() == sum(p.numel() for p in model.parameters())
-    assert model.flops() > 0
+    assert count_flops(model, (1, 8, 8)) > 0
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     loss = F.cross_entropy(y, torch.arange(16) % 10)
     loss.backward()
@@ -368,8 +405,6 @@ def test_digits_ws_and_dnw_have_equal_active_edges():
 
 def test_argument_validation():
     dag = random_dag("ws", 8, 0, k=4, p=0.5)
-    with pytest.raises(ValueError, match="schedule"):
-        RandWireStage(dag, 2, 2, schedule="fast")
     with pytest.raises(ValueError, match="drop_path"):
         RandWireStage(dag, 2, 2, drop_path=1.0)
     with pytest.raises(TypeError, match="graph"):
@@ -378,15 +413,10 @@ def test_argument_validation():
         digits_network("sw")
     with pytest.raises(ValueError, match="regime"):
         RandWireNet(regime="large")
-
-
-def test_auto_schedule_choice():
-    from neuralgraphs.models.randwire import AUTO_SCHEDULE, resolve_schedule
-    assert resolve_schedule("auto") == AUTO_SCHEDULE == "level"
-    assert resolve_schedule("node") == "node"
-    assert resolve_schedule("level") == "level"
-    with pytest.raises(ValueError, match="schedule"):
-        resolve_schedule("fast")
+    with pytest.raises(ValueError, match="num_blocks"):
+        dnw_candidates(4, 5)
+    with pytest.raises(ValueError, match="num_blocks"):
+        digits_network("ws", num_blocks=2)
 
 
 @pytest.mark.parametrize("kind", ["ws", "dnw"])

@@ -14,8 +14,14 @@ Under the current selection of a graph module (:class:`~neuralgraphs.dynamics.Wi
 
 Counts then follow the paper: candidate-edge weights count as the number of active edges, per-node
 parameters of the node operations count for live nodes only, everything else in full.  Multiply-adds count
-one per active edge and spatial position for each graph product, the node operations of live nodes, and
-every ``nn.Conv2d`` / ``nn.Linear`` outside the graph modules.
+one per effective edge and element of a node's features for each graph product, the node operations of live
+nodes, what a graph module declares it computes outside its graph (``extra_macs``: a RandWire stage's
+sources and output average), and every ``nn.Conv2d`` / ``nn.Linear`` outside the node operations.
+
+One counting protocol serves every model: a wired module exposes ``graph``, ``weight``, ``wiring`` and
+``active()``; a graph module also ``node_op`` (and a dynamic one ``post_op``), whose costs per node the
+operations declare themselves (:func:`~neuralgraphs.nodes.node_macs`, :func:`~neuralgraphs.nodes.node_parameters`),
+plus ``evaluations`` (graph products per forward), ``node_shape(input_shape)`` and ``extra_macs(input_shape)``.
 
 For the default static DNW :class:`~neuralgraphs.models.TinyClassifier` at initialisation
 :func:`count_parameters` gives 32,000 active edges + 708 live nodes x (9 node-conv weights + 2 instance-norm
@@ -27,28 +33,44 @@ live node is reached from the stem's 32 input nodes.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, WiredGraph
-from neuralgraphs.nodes import NodeAffine, NodeConv2d, count_node_parameters
+from neuralgraphs.graph import NeuralGraph
+from neuralgraphs.nodes import node_macs, node_parameters
 
 
-def _graph_modules(model: nn.Module) -> List[WiredGraph]:
+def _is_wired(m: nn.Module) -> bool:
+    return (isinstance(getattr(m, "graph", None), NeuralGraph) and isinstance(getattr(m, "wiring", None), nn.Module)
+            and callable(getattr(m, "active", None)))
+
+
+def _graph_modules(model: nn.Module) -> List[nn.Module]:
+    """The wired modules of ``model`` (the outermost ones: a wired module inside another is the other's)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    return [m for m in model.modules() if isinstance(m, WiredGraph)]
+    found, inside = [], set()
+    for m in model.modules():
+        if id(m) in inside or not _is_wired(m):
+            continue
+        found.append(m)
+        inside.update(id(sub) for sub in m.modules())
+    return found
 
 
-def _single_graph(module: nn.Module) -> WiredGraph:
+def _single_graph(module: nn.Module) -> nn.Module:
     graphs = _graph_modules(module)
     if len(graphs) != 1:
         raise ValueError(f"module: expected a graph module (or a model holding exactly one), "
                          f"found {len(graphs)} graph modules")
     return graphs[0]
+
+
+def _node_ops(g: nn.Module) -> List[nn.Module]:
+    return [op for op in (getattr(g, "node_op", None), getattr(g, "post_op", None)) if isinstance(op, nn.Module)]
 
 
 def _reachable(num_nodes: int, src: np.ndarray, dst: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -66,18 +88,18 @@ def _reachable(num_nodes: int, src: np.ndarray, dst: np.ndarray, start: np.ndarr
     return mask[:num_nodes]
 
 
-def _active_mask(g: WiredGraph) -> Tensor:
+def _active_mask(g: nn.Module) -> Tensor:
     with torch.no_grad():
         return g.active().mask.detach().cpu()
 
 
-def _analyse(g: WiredGraph):
-    """``(active mask [E], effective mask [E], live mask [N])`` of one graph module."""
+def _analyse(g: nn.Module):
+    """``(active mask [E], effective mask [E], live mask [N])`` of one wired module."""
     n = g.graph.num_nodes
     active = _active_mask(g)
     src, dst = g.graph.edge_index[:, active].numpy()
     inputs, outputs = g.graph.inputs.numpy(), g.graph.outputs.numpy()
-    if g.silences_unreached:
+    if getattr(g, "silences_unreached", False):
         fwd = _reachable(n, src, dst, inputs)
     else:  # a node without input still outputs f(0), which need not be zero
         fwd = np.ones(n, dtype=bool)
@@ -97,7 +119,7 @@ def effective_edge_mask(module: nn.Module) -> Tensor:
     """Boolean ``[E]`` mask (candidate order of ``module.graph``) of the effective edges of a graph module.
 
     Args:
-        module: a :class:`~neuralgraphs.dynamics.WiredGraph`, or a model holding exactly one.
+        module: a wired module (a graph module, a stage), or a model holding exactly one.
 
     Returns:
         Tensor: ``True`` for active edges from a node that carries a signal (see the module docstring) to
@@ -110,7 +132,7 @@ def effective_edges(module: nn.Module) -> int:
     """Number of effective edges (see the module docstring) under the current selection.
 
     Args:
-        module: a graph module, or any model (summed over its graph modules).
+        module: a wired module, or any model (summed over its wired modules).
 
     Returns:
         int: the number of effective edges.
@@ -126,7 +148,7 @@ def live_nodes(module: nn.Module) -> Tensor:
     renumbers nodes by level; ``module.graph.node_labels`` names the original nodes).
 
     Args:
-        module: a graph module, or a model holding exactly one.
+        module: a wired module, or a model holding exactly one.
 
     Returns:
         Tensor: boolean mask over nodes.
@@ -134,21 +156,13 @@ def live_nodes(module: nn.Module) -> Tensor:
     return _analyse(_single_graph(module))[2]
 
 
-def _node_op_modules(g: WiredGraph) -> List[nn.Module]:
-    ops = [g.node_op]
-    post = getattr(g, "post_op", None)
-    if isinstance(post, nn.Module):
-        ops.append(post)
-    return ops
-
-
 def count_parameters(model: nn.Module, effective: bool = True) -> int:
     """Parameters of ``model``.
 
-    With ``effective=True`` each graph module's candidate weights count as its number of **active** edges
-    (not candidates), per-node parameters of its node operations count only for live nodes (see
-    :func:`live_nodes` and :func:`~neuralgraphs.nodes.count_node_parameters`), and every other parameter
-    counts in full.  With ``effective=False`` it is the plain number of stored parameters.
+    With ``effective=True`` each wired module's candidate weights count as its number of **active** edges
+    (not candidates), the per-node parameters of its node operations count only for live nodes (see
+    :func:`live_nodes` and :func:`~neuralgraphs.nodes.node_parameters`), and every other parameter counts in
+    full.  With ``effective=False`` it is the plain number of stored parameters.
 
     Args:
         model: any module.
@@ -165,36 +179,17 @@ def count_parameters(model: nn.Module, effective: bool = True) -> int:
     seen = set()
     total = 0
     for g in graphs:
-        if id(g.weight) in seen:
-            continue
         seen.add(id(g.weight))
-        _, _, live = _analyse(g)
         total += int(g.wiring.num_active)
-        nodes = live.nonzero().view(-1).tolist()
-        for op in _node_op_modules(g):
-            fresh = [p for p in op.parameters() if id(p) not in seen]
+        live = _analyse(g)[2]
+        for op in _node_ops(g):
+            if any(id(p) in seen for p in op.parameters()):
+                continue  # shared with another graph module, counted there
+            per, shared = node_parameters(op, g.graph.num_nodes)
+            total += int(per[live].sum()) + shared
             seen.update(id(p) for p in op.parameters())
-            holder = nn.ParameterList(fresh)
-            total += count_node_parameters(holder, nodes, g.graph.num_nodes)
     total += sum(p.numel() for p in model.parameters() if id(p) not in seen)
     return total
-
-
-def _node_op_macs(op: nn.Module, num_live: int, spatial: Sequence[int]) -> int:
-    """Multiply-adds of one evaluation of ``op`` on ``num_live`` nodes of the given spatial shape.
-
-    Per-node convolutions cost ``k * k`` per output position, per-node affine maps one per element;
-    norms and activations are not counted (they fold into the neighbouring linear maps at inference).
-    """
-    macs = 0
-    size = list(spatial)
-    for m in op.modules():
-        if isinstance(m, NodeConv2d):
-            size = [math.ceil(s / m.stride) for s in size]
-            macs += num_live * m.kernel_size ** 2 * int(np.prod(size, dtype=np.int64))
-        elif isinstance(m, NodeAffine):
-            macs += num_live * int(np.prod(size, dtype=np.int64))
-    return macs
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
@@ -202,13 +197,14 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 
     Runs one forward pass (batch of one, zeros, eval mode, no gradients) and counts:
 
-    * every ``nn.Conv2d`` / ``nn.Linear`` outside the graph modules (forward hooks):
+    * every ``nn.Conv2d`` / ``nn.Linear`` that is not part of a node operation (forward hooks):
       ``out_elements * in_channels / groups * kh * kw`` and ``out_features * in_features``;
-    * each graph product of a graph module as ``active edges x spatial size`` (once for a static graph,
-      ``steps`` times for a discrete-time graph, once per function evaluation of the solver for a
-      continuous-time graph);
-    * the node operations (``node_op``, and ``post_op`` of dynamic graphs) for live nodes only, with
-      the same multiplicity (see :func:`live_nodes`).
+    * each graph product of a wired module as ``effective edges x elements of a node's features``, times the
+      module's ``evaluations`` (1 for a static graph, ``steps`` for a discrete-time graph, the solver's
+      function evaluations for a continuous-time graph);
+    * the node operations (``node_op``, and ``post_op`` of dynamic graphs) of live nodes only, with the same
+      multiplicity, as the operations declare them (:func:`~neuralgraphs.nodes.node_macs`);
+    * what a module declares it computes outside its graph (``extra_macs``).
 
     Args:
         model: the model.
@@ -226,9 +222,9 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     if not shape or any(s <= 0 for s in shape):
         raise ValueError(f"input_shape: expected positive sizes without the batch dimension, got {shape}")
     graphs = _graph_modules(model)
-    inside = {id(m) for g in graphs for m in g.modules()}
+    in_node_ops = {id(m) for g in graphs for op in _node_ops(g) for m in op.modules()}
     counts: Dict[str, int] = {"dense": 0}
-    graph_inputs: Dict[int, Tensor] = {}
+    graph_inputs: Dict[int, Tuple[int, ...]] = {}
     hooks = []
 
     def conv_hook(m: nn.Conv2d, inp, out) -> None:
@@ -238,13 +234,13 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     def linear_hook(m: nn.Linear, inp, out) -> None:
         counts["dense"] += out.numel() // (out.size(0) if out.dim() > 1 else 1) * m.in_features
 
-    def graph_hook(m: WiredGraph, inp, out) -> None:
-        graph_inputs[id(m)] = inp[0]
+    def graph_hook(m: nn.Module, inp, out) -> None:
+        graph_inputs[id(m)] = tuple(inp[0].shape)
 
+    for g in graphs:
+        hooks.append(g.register_forward_hook(graph_hook))
     for m in model.modules():
-        if id(m) in inside:
-            if isinstance(m, WiredGraph):
-                hooks.append(m.register_forward_hook(graph_hook))
+        if id(m) in in_node_ops:
             continue
         if isinstance(m, nn.Conv2d):
             hooks.append(m.register_forward_hook(conv_hook))
@@ -266,17 +262,14 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     for g in graphs:
         if id(g) not in graph_inputs:
             continue  # not used by this forward
-        spatial = tuple(graph_inputs[id(g)].shape[2:])
-        size = int(np.prod(spatial, dtype=np.int64)) if spatial else 1
-        if isinstance(g, DiscreteTimeGraph):
-            evals = g.steps
-        elif isinstance(g, ContinuousTimeGraph):
-            evals = g.nfe_forward
-        else:
-            evals = 1
-        _, _, live = _analyse(g)
-        num_live = int(live.sum())
-        per_eval = int(g.wiring.num_active) * size
-        per_eval += sum(_node_op_macs(op, num_live, spatial) for op in _node_op_modules(g))
-        total += evals * per_eval
+        x_shape = graph_inputs[id(g)]
+        node_shape = tuple(g.node_shape(x_shape)) if hasattr(g, "node_shape") else x_shape[2:]
+        _, effective, live = _analyse(g)
+        per_eval = int(effective.sum()) * math.prod(node_shape)
+        for op in _node_ops(g):
+            macs, _ = node_macs(op, g.graph.num_nodes, node_shape)
+            per_eval += int(macs[live].sum())
+        total += int(getattr(g, "evaluations", 1)) * per_eval
+        if hasattr(g, "extra_macs"):
+            total += int(g.extra_macs(x_shape))
     return int(total)

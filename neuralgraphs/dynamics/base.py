@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import networkx as nx
 import torch
@@ -24,6 +24,9 @@ from neuralgraphs.wiring import ActiveEdges, Wiring, make_wiring
 # 23 % faster from about 2 % density up, and CSR with a node-major state is faster below.  Other devices
 # and vector features follow :func:`~neuralgraphs.propagate.choose_backend`.
 IMAGE_CSR_MAX_DENSITY = {"cpu": 0.02}
+
+#: Transforms of the candidate weights a graph module accepts (see ``weight_transform``).
+WEIGHT_TRANSFORMS = (None, "sigmoid")
 
 
 class WiredGraph(nn.Module):
@@ -56,6 +59,9 @@ class WiredGraph(nn.Module):
             ``"no_update"``).  (default: ``"dnw"``)
         k, density, scope, seed: the budget and seed for a wiring given by name (``"complete"`` takes no
             budget: giving one raises an error rather than being ignored).
+        weight_transform: :obj:`None` (the weights are used as they are) or ``"sigmoid"`` (each edge
+            weighs :math:`\sigma(w) > 0`, RandWire's positive aggregation weights; they start at
+            :math:`\sigma(0) = 1/2`).  (default: :obj:`None`)
         backend: propagation backend, ``"auto"``, ``"dense"`` or ``"csr"``.  ``"auto"`` decides per product
             by the density of active edges; for image features ``[B, N, H, W]`` on CPU it takes the dense
             product, with the state channels-last, from 2 % up (see ``IMAGE_CSR_MAX_DENSITY``).
@@ -64,8 +70,11 @@ class WiredGraph(nn.Module):
 
     def __init__(self, graph: NeuralGraph, node_op: nn.Module, wiring: Union[str, Wiring, None] = "dnw", *,
                  k: Optional[int] = None, density: Optional[float] = None, scope: str = "global",
-                 seed: int = 0, backend: str = "auto") -> None:
+                 seed: int = 0, backend: str = "auto", weight_transform: Optional[str] = None) -> None:
         super().__init__()
+        if weight_transform not in WEIGHT_TRANSFORMS:
+            raise ValueError(f"weight_transform: expected one of {WEIGHT_TRANSFORMS}, got {weight_transform!r}")
+        self.weight_transform = weight_transform
         if not isinstance(graph, NeuralGraph):
             raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
         if not isinstance(node_op, nn.Module):
@@ -89,10 +98,13 @@ class WiredGraph(nn.Module):
     def reset_parameters(self) -> None:
         r"""Candidate weights :math:`U(-1/\sqrt{f}, 1/\sqrt{f})` with :math:`f` the mean candidate in-degree
         (see the class docstring), and node ops reset."""
-        indeg = self.graph.in_degree()
-        fan_in = max(1.0, self.graph.num_edges / max(1, int((indeg > 0).sum())))
-        bound = 1.0 / math.sqrt(fan_in)
-        nn.init.uniform_(self.weight, -bound, bound)
+        if self.weight_transform == "sigmoid":
+            nn.init.zeros_(self.weight)  # RandWire: every aggregation weight starts at sigmoid(0) = 1/2
+        else:
+            indeg = self.graph.in_degree()
+            fan_in = max(1.0, self.graph.num_edges / max(1, int((indeg > 0).sum())))
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(self.weight, -bound, bound)
         for m in self.node_op.modules():
             if m is not self.node_op and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
@@ -108,9 +120,14 @@ class WiredGraph(nn.Module):
     def weight_grad(self) -> str:
         return "all" if self.wiring.straight_through else "active"
 
+    def edge_weights(self) -> Tensor:
+        """The weight of every candidate as the products use it: ``weight``, or its sigmoid with
+        ``weight_transform="sigmoid"``."""
+        return torch.sigmoid(self.weight) if self.weight_transform == "sigmoid" else self.weight
+
     def active(self) -> ActiveEdges:
-        """Select this step's active edges (once per forward)."""
-        return self.wiring(self.weight)
+        """Select this step's active edges (once per forward), on :meth:`edge_weights`."""
+        return self.wiring(self.edge_weights())
 
     def _backend_for(self, num_active: int, num_out: int, num_in: int, x: Tensor) -> str:
         """The backend of one product of this forward (the module's ``backend`` unless ``"auto"``)."""
@@ -144,10 +161,25 @@ class WiredGraph(nn.Module):
         """The candidate graph as networkx with edge attributes ``weight`` and ``active`` (current selection)."""
         with torch.no_grad():
             a = self.active()
-        return self.graph.to_networkx(weight=self.weight, active=a.mask, use_labels=use_labels)
+        return self.graph.to_networkx(weight=self.edge_weights(), active=a.mask, use_labels=use_labels)
 
     def num_active_edges(self) -> int:
         return self.wiring.num_active
+
+    # ------------------------------------------------------------------------- counting protocol
+    @property
+    def evaluations(self) -> int:
+        """Graph products (and node-operation calls) per forward: 1 for a static graph."""
+        return 1
+
+    def node_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
+        """Shape of one node's features for a module input of ``input_shape`` (``[B, n, *]``)."""
+        return tuple(input_shape[2:])
+
+    def extra_macs(self, input_shape: Sequence[int]) -> int:
+        """Multiply-adds the module computes outside its graph products and node operations, per sample, for
+        an input of ``input_shape`` (none for a plain graph module)."""
+        return 0
 
     def extra_repr(self) -> str:
         return (f"num_nodes={self.graph.num_nodes}, candidates={self.graph.num_edges}, "

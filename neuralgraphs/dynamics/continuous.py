@@ -68,7 +68,8 @@ class ContinuousTimeGraph(WiredGraph):
             tensor for every stage (torchdiffeq's does; it was about 40 % of a training step of the tiny
             classifier).  ``False`` runs torchdiffeq's step unchanged.  Fixed-grid methods are unaffected.
             (default: :obj:`True`)
-        wiring, k, density, scope, seed, backend: see :class:`~neuralgraphs.dynamics.base.WiredGraph`.
+        wiring, k, density, scope, seed, backend, weight_transform: see
+            :class:`~neuralgraphs.dynamics.base.WiredGraph`.
     """
 
     def __init__(self, graph: NeuralGraph, node_op: nn.Module, post_op: Optional[nn.Module] = None,
@@ -76,7 +77,7 @@ class ContinuousTimeGraph(WiredGraph):
                  rtol: float = 1e-3, atol: float = 1e-3, adjoint: bool = False,
                  options: Optional[Dict[str, Any]] = None, lean_stages: bool = True, k: Optional[int] = None,
                  density: Optional[float] = None, scope: str = "global", seed: int = 0,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", weight_transform: Optional[str] = None) -> None:
         from torchdiffeq._impl.odeint import SOLVERS
 
         if not isinstance(method, str):
@@ -93,13 +94,19 @@ class ContinuousTimeGraph(WiredGraph):
             raise TypeError(f"options: expected a dict, got {type(options).__name__}")
         if post_op is not None and not isinstance(post_op, nn.Module):
             raise TypeError(f"post_op: expected an nn.Module or None, got {type(post_op).__name__}")
-        super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend)
+        super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend,
+                         weight_transform=weight_transform)
         self.post_op = post_op if post_op is not None else Identity()
         self.t_end, self.method, self.rtol, self.atol = float(t_end), method, float(rtol), float(atol)
         self.adjoint, self.options, self.lean_stages = adjoint, dict(options or {}), lean_stages
         self.nfe_forward = 0
         self._nfe_total = 0
         self._nfe_before_backward = 0
+
+    @property
+    def evaluations(self) -> int:
+        """Function evaluations of the last forward solve."""
+        return self.nfe_forward
 
     @property
     def nfe_backward(self) -> int:

@@ -43,20 +43,23 @@ class DiscreteTimeGraph(WiredGraph):
         post_op: :math:`g`, e.g. a :class:`~neuralgraphs.nodes.NodeNorm`.  (default: identity)
         steps: :math:`T`.  (default: ``5``)
         inject: ``"initial"`` or ``"every_step"``.  (default: ``"initial"``)
-        wiring, k, density, scope, seed, backend: see :class:`~neuralgraphs.dynamics.base.WiredGraph`.
+        wiring, k, density, scope, seed, backend, weight_transform: see
+            :class:`~neuralgraphs.dynamics.base.WiredGraph`.
     """
 
     def __init__(self, graph: NeuralGraph, node_op: nn.Module, post_op: Optional[nn.Module] = None,
                  wiring: Union[str, Wiring, None] = "dnw", *, steps: int = 5, inject: str = "initial",
                  k: Optional[int] = None, density: Optional[float] = None, scope: str = "global",
-                 seed: int = 0, backend: str = "auto") -> None:
+                 seed: int = 0, backend: str = "auto",
+                 weight_transform: Optional[str] = None) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected a positive int, got {steps!r}")
         if inject not in ("initial", "every_step"):
             raise ValueError(f"inject: expected 'initial' or 'every_step', got {inject!r}")
         if post_op is not None and not isinstance(post_op, nn.Module):
             raise TypeError(f"post_op: expected an nn.Module or None, got {type(post_op).__name__}")
-        super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend)
+        super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend,
+                         weight_transform=weight_transform)
         self.post_op = post_op if post_op is not None else Identity()
         self.steps, self.inject = steps, inject
         # A node that no input has reached yet through active edges stays at zero.  Operations that map
@@ -120,6 +123,10 @@ class DiscreteTimeGraph(WiredGraph):
     @property
     def silences_unreached(self) -> bool:
         return True
+
+    @property
+    def evaluations(self) -> int:
+        return self.steps
 
     def _signals(self, index: Tensor) -> Tensor:
         """``[T, N]``: 1 where a node's state after step ``t + 1`` has been reached from an input through the

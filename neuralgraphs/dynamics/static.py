@@ -31,7 +31,8 @@ class StaticGraph(WiredGraph):
         graph: a DAG (cycles or self-loops raise, naming one cycle).
         node_op: node operation ``f`` (e.g. :func:`~neuralgraphs.nodes.image_node_op` with
             ``order="norm-relu-conv"``).
-        wiring, k, density, scope, seed, backend: see :class:`~neuralgraphs.dynamics.base.WiredGraph`.
+        wiring, k, density, scope, seed, backend, weight_transform: see
+            :class:`~neuralgraphs.dynamics.base.WiredGraph`.
 
     Shapes:
         input ``[B, len(graph.inputs), *]``; output ``[B, len(graph.outputs), *]``.
@@ -39,13 +40,15 @@ class StaticGraph(WiredGraph):
 
     def __init__(self, graph: NeuralGraph, node_op: nn.Module, wiring: Union[str, Wiring, None] = "dnw", *,
                  k: Optional[int] = None, density: Optional[float] = None, scope: str = "global",
-                 seed: int = 0, backend: str = "auto") -> None:
+                 seed: int = 0, backend: str = "auto",
+                 weight_transform: Optional[str] = None) -> None:
         if not isinstance(graph, NeuralGraph):
             raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
         graph.check_acyclic()
         perm = torch.argsort(graph.levels(), stable=True)
         graph = graph.relabel(perm)
-        super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend)
+        super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend,
+                         weight_transform=weight_transform)
         self._levels = self._level_structure(graph)
         level_start = torch.tensor([lv[0] for lv in self._levels])[graph.levels()]
         # Edges with targets numbered inside their level: a level's product is [n_level, nodes before it].

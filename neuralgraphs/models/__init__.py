@@ -1,8 +1,10 @@
-"""Ready-made models on the graph modules: the DNW tiny classifiers, small digits classifiers, and RandWire
-networks with their DNW counterparts."""
+"""Ready-made models on the graph modules: the DNW tiny classifiers, small digits classifiers, RandWire and DNW
+stages (graph modules of C-channel nodes) and the networks built from them."""
 
-from neuralgraphs.models.randwire import DNWStage, RandWireNet, RandWireStage, digits_network
+from neuralgraphs.models.randwire import DIGITS_KINDS, DigitsRandWire, RandWireNet, digits_network
+from neuralgraphs.models.stages import DNWStage, RandWireStage, dnw_candidates, stage_edge_count
 from neuralgraphs.models.tiny import KINDS, DigitsGraphClassifier, TinyClassifier, center_mean, edge_budget
 
 __all__ = ["TinyClassifier", "DigitsGraphClassifier", "center_mean", "edge_budget", "KINDS",
-           "RandWireStage", "DNWStage", "RandWireNet", "digits_network"]
+           "RandWireStage", "DNWStage", "dnw_candidates", "stage_edge_count", "RandWireNet", "DigitsRandWire",
+           "digits_network", "DIGITS_KINDS"]
