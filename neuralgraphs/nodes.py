@@ -335,6 +335,30 @@ def maps_zero_to_zero(op: nn.Module) -> bool:
     return bool(getattr(op, "maps_zero_to_zero", False))
 
 
+def check_num_nodes(op: nn.Module, num_nodes: int, name: str) -> None:
+    """Check that every part of ``op`` that declares a ``num_nodes`` (the :class:`NodeOp` building blocks,
+    also inside a :class:`NodeSequential`) was built for a graph of ``num_nodes`` nodes.
+
+    Parts without ``num_nodes`` (activations, user operations) fit any graph and are not checked.
+
+    Args:
+        op: the node operation.
+        num_nodes: the graph's number of nodes.
+        name: the argument ``op`` was given as (``"node_op"``, ``"post_op"``), named in the error.
+
+    Raises:
+        ValueError: naming ``name``, the part, its node count and the graph's.
+    """
+    for sub, m in op.named_modules():
+        declared = getattr(m, "num_nodes", None)
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared == num_nodes:
+            continue
+        part = f"its part {sub!r} ({type(m).__name__})" if sub else type(m).__name__
+        raise ValueError(f"{name}: {part} is built for num_nodes={declared}, but the graph has {num_nodes} "
+                         f"nodes; expected num_nodes={num_nodes} (parts without num_nodes, like activations, "
+                         "fit any graph)")
+
+
 def image_node_op(num_nodes: int, order: str = "norm-relu-conv", norm: str = "instance",
                   kernel_size: int = 3) -> NodeSequential:
     """The DNW image node operation on single-channel nodes.

@@ -70,6 +70,10 @@ class WiredGraph(nn.Module):
             raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
         if not isinstance(node_op, nn.Module):
             raise TypeError(f"node_op: expected an nn.Module called as op(x, nodes), got {type(node_op).__name__}")
+        from neuralgraphs.nodes import check_num_nodes
+
+        # otherwise a node op built for another node count fails only at the first forward
+        check_num_nodes(node_op, graph.num_nodes, "node_op")
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         if graph.inputs.numel() == 0:
