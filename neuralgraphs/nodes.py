@@ -551,6 +551,39 @@ def maps_zero_to_zero(op: nn.Module) -> bool:
     return bool(getattr(op, "maps_zero_to_zero", False))
 
 
+def check_num_nodes(op: nn.Module, num_nodes: int, name: str) -> None:
+    """Check that every part of ``op`` that declares a ``num_nodes`` (the :class:`NodeOp` building blocks,
+    also inside a :class:`NodeSequential`) was built for a graph of ``num_nodes`` nodes.
+
+    Parts without ``num_nodes`` (activations, user operations) fit any graph and are not checked.
+
+    Args:
+        op: the node operation.
+        num_nodes: the graph's number of nodes.
+        name: the argument ``op`` was given as (``"node_op"``, ``"post_op"``), named in the error.
+
+    Raises:
+        ValueError: naming ``name``, the part, its node count and the graph's.
+    """
+    def parts(m: nn.Module, prefix: str, n: int):
+        yield prefix, m, n
+        if isinstance(m, NodeSequential):
+            for key, child in m.named_children():
+                yield from parts(child, f"{prefix}.{key}" if prefix else key, n)
+        elif isinstance(m, NodeRanges):  # each range's operation covers that range only
+            for i, (size, child) in enumerate(zip(m.sizes, m.ops)):
+                yield from parts(child, f"{prefix}.ops.{i}" if prefix else f"ops.{i}", size)
+
+    for sub, m, n in parts(op, "", num_nodes):
+        declared = getattr(m, "num_nodes", None)
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared == n:
+            continue
+        part = f"its part {sub!r} ({type(m).__name__})" if sub else type(m).__name__
+        whole = f"the graph has {num_nodes} nodes" if n == num_nodes else f"its range has {n} nodes"
+        raise ValueError(f"{name}: {part} is built for num_nodes={declared}, but {whole}; expected "
+                         f"num_nodes={n} (parts without num_nodes, like activations, fit any graph)")
+
+
 def image_node_op(num_nodes: int, order: str = "norm-relu-conv", norm: str = "instance",
                   kernel_size: int = 3) -> NodeSequential:
     """The DNW image node operation on single-channel nodes.

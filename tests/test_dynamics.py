@@ -648,3 +648,77 @@ def test_constructors_reject_bad_arguments_naming_them(cls):
     if cls is not StaticGraph:
         with pytest.raises(TypeError, match="post_op"):
             cls(graph, op, post_op="norm")
+
+
+@pytest.mark.parametrize("cls", [StaticGraph, DiscreteTimeGraph, ContinuousTimeGraph])
+def test_constructors_reject_a_zero_or_oversized_segment_budget_naming_k(cls):
+    graph = random_dag(0) if cls is StaticGraph else random_digraph(0)
+    n = graph.num_nodes
+    op = image_node_op(n, order="norm-relu-conv", norm="instance")
+    for wiring in ("dnw", "random", "no_update"):
+        for scope in ("global", "per_node"):
+            with pytest.raises(ValueError, match="^k: expected at least 1 active edge, got 0$"):
+                cls(graph, op, wiring=wiring, k=0, scope=scope)
+    # the smallest candidate in-degree of a node that has candidates, counted by networkx
+    ref = nx.DiGraph()
+    ref.add_edges_from(graph.edge_index.t().tolist())
+    fewest = min(d for _, d in ref.in_degree() if d > 0)
+    with pytest.raises(ValueError, match=f"^k: scope='per_node' keeps k={fewest + 1} edges in every node with "
+                                         f"candidate edges, but node .* has only {fewest} candidate"):
+        cls(graph, op, wiring="dnw", k=fewest + 1, scope="per_node")
+    m = cls(graph, op, wiring="dnw", k=fewest, scope="per_node")
+    assert m.num_active_edges() == fewest * sum(1 for _, d in ref.in_degree() if d > 0)
+
+
+def _count_mismatch_message(name, part, declared, n):
+    return (f"{name}: {part} is built for num_nodes={declared}, but the graph has {n} nodes; expected "
+            f"num_nodes={n} (parts without num_nodes, like activations, fit any graph)")
+
+
+@pytest.mark.parametrize("cls", [StaticGraph, DiscreteTimeGraph, ContinuousTimeGraph])
+def test_node_op_built_for_another_node_count_is_rejected_naming_it(cls):
+    graph = random_dag(0) if cls is StaticGraph else random_digraph(0)
+    n = graph.num_nodes
+    cases = [
+        (image_node_op(n + 1, order="norm-relu-conv"), "its part '0' (NodeNorm)", n + 1),
+        (NodeAffine(n - 1), "NodeAffine", n - 1),
+        # one wrong part inside an otherwise fitting sequence, nested one level down
+        (NodeSequential(NodeAffine(n), NodeSequential(Activation("relu"), NodeNorm(2 * n))),
+         "its part '1.1' (NodeNorm)", 2 * n),
+    ]
+    for op, part, declared in cases:
+        with pytest.raises(ValueError) as info:
+            cls(graph, op, wiring="complete")
+        assert str(info.value) == _count_mismatch_message("node_op", part, declared, n)
+    if cls is not StaticGraph:
+        op = NodeSequential(NodeAffine(n), Activation("tanh"))
+        with pytest.raises(ValueError) as info:
+            cls(graph, op, post_op=NodeNorm(n + 3, "instance"), wiring="complete")
+        assert str(info.value) == _count_mismatch_message("post_op", "NodeNorm", n + 3, n)
+        with pytest.raises(ValueError) as info:
+            cls(graph, op, post_op=NodeSequential(Activation("relu"), NodeAffine(1)), wiring="complete")
+        assert str(info.value) == _count_mismatch_message("post_op", "its part '1' (NodeAffine)", 1, n)
+
+
+class _Halve(torch.nn.Module):
+    """A user node operation with no num_nodes: it fits a graph of any size."""
+
+    def forward(self, x, nodes=None):
+        return 0.5 * x
+
+
+def test_node_ops_without_a_node_count_are_accepted_and_computed():
+    graph = random_dag(1)
+    x = features("vector", 3, graph.inputs.numel(), 1)
+    for op in (Activation("tanh"), _Halve(), NodeSequential(_Halve(), NodeAffine(graph.num_nodes).double())):
+        m = StaticGraph(graph, op, wiring="complete").double()
+        mask = torch.ones(m.weight.numel(), dtype=torch.bool)
+        ref = static_reference(m, graph, dense_matrix(m, mask, torch.tensor(m.graph.node_labels)), x)
+        torch.testing.assert_close(m(x), ref, rtol=1e-10, atol=1e-10)
+    dgraph = random_digraph(1)
+    n = dgraph.num_nodes
+    xd = features("vector", 3, dgraph.inputs.numel(), 1)
+    m = DiscreteTimeGraph(dgraph, NodeSequential(NodeAffine(n), Activation("tanh")), post_op=_Halve(),
+                          wiring="complete", steps=3).double()
+    mask = torch.ones(m.weight.numel(), dtype=torch.bool)
+    torch.testing.assert_close(m(xd), discrete_reference(m, dense_matrix(m, mask), xd, 3), rtol=1e-10, atol=1e-10)

@@ -108,7 +108,7 @@ def test_topk_with_many_exact_ties(k, seed):
 def test_topk_hypothesis(n, kfrac, seed, tie):
     g = complete_dag(n)
     e = g.num_edges
-    k = max(0, min(e, int(round(kfrac * e))))
+    k = max(1, min(e, int(round(kfrac * e))))
     w = tied_weights(e, seed) if tie else torch.randn(e, generator=torch.Generator().manual_seed(seed))
     tw = TopKWiring(g, k=k)
     a1 = tw(w)
@@ -294,16 +294,15 @@ def test_topk_selector_with_stale_hints_is_exact():
                 assert int((s >= nxt).sum()) >= k
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, 100])
+@pytest.mark.parametrize("k", [1, 2, 3])
 def test_topk_per_node_budget(k):
-    g = blocked_dag([3, 4, 5, 6])
+    g = blocked_dag([3, 4, 5, 6])  # in-degrees 0 (inputs), 3, 7, 12: k = 3 fills the smallest
     w = tied_weights(g.num_edges, k, values=(-1.0, 0.0, 1.0, 3.0))
     a = TopKWiring(g, k=k, scope="per_node")(w)
-    indeg = g.in_degree()
+    want = [k if d else 0 for d in g.in_degree().tolist()]  # the input nodes have no candidate to keep
     per_target = torch.bincount(g.edge_index[1][a.index], minlength=g.num_nodes)
-    assert torch.equal(per_target, torch.clamp(indeg, max=k))
-    expected = ref_segment_topk(w, g.edge_index[1], torch.clamp(indeg, max=k).tolist())
-    assert torch.equal(a.index, expected)
+    assert per_target.tolist() == want
+    assert torch.equal(a.index, ref_segment_topk(w, g.edge_index[1], want))
 
 
 @pytest.mark.parametrize("density", [0.05, 0.3, 0.5, 1.0])
@@ -343,9 +342,8 @@ def test_topk_per_block_count_and_non_contiguous_block_labels():
     w = torch.randn(g.num_edges, generator=torch.Generator().manual_seed(2))
     a = TopKWiring(g, k=4, scope="per_block")(w)
     seg = torch.unique(labels, return_inverse=True)[1][g.edge_index[1]]
-    counts = torch.bincount(seg, minlength=3)
-    want = torch.clamp(counts, max=4).tolist()
-    assert torch.equal(a.index, ref_segment_topk(w, seg, want))
+    assert torch.bincount(seg, minlength=3).tolist() == [0, 15, 6]  # labels 5, 7, 9 after unique
+    assert torch.equal(a.index, ref_segment_topk(w, seg, [0, 4, 4]))
 
 
 # ----------------------------------------------------------------------------- straight-through gradient
@@ -409,7 +407,7 @@ def test_random_wiring_per_node_budget():
     g = blocked_dag([4, 6, 6])
     a = RandomWiring(g, k=3, scope="per_node", seed=2)(torch.randn(g.num_edges))
     per_target = torch.bincount(g.edge_index[1][a.index], minlength=g.num_nodes)
-    assert torch.equal(per_target, torch.clamp(g.in_degree(), max=3))
+    assert per_target.tolist() == [0] * 4 + [3] * 12
 
 
 def test_random_wiring_gradient_zero_on_inactive():
@@ -445,10 +443,10 @@ def test_complete_wiring_all_active():
     assert torch.equal(w.grad, torch.ones(g.num_edges))
 
 
-@pytest.mark.parametrize("scope,budget", [("global", {"k": 9}), ("per_node", {"k": 2}),
+@pytest.mark.parametrize("scope,budget", [("global", {"k": 9}), ("per_node", {"k": 1}),
                                           ("global", {"density": 0.4})])
 def test_fixed_wiring_from_weights_never_changes(scope, budget):
-    g = complete_dag(12)
+    g = complete_dag(12)  # node v has v candidates: k = 1 is the largest count every node 1..11 holds
     e = g.num_edges
     w0 = tied_weights(e, 5)
     fw = FixedWiring(g, scope=scope, weight=w0, **budget)
@@ -456,7 +454,7 @@ def test_fixed_wiring_from_weights_never_changes(scope, budget):
     if scope == "global":
         expected = ref_topk(w0, total)
     else:
-        expected = ref_segment_topk(w0, g.edge_index[1], torch.clamp(g.in_degree(), max=2).tolist())
+        expected = ref_segment_topk(w0, g.edge_index[1], [0] + [1] * 11)
     assert torch.equal(fw(torch.randn(e)).index, expected)
     for s in range(3):
         w = torch.randn(e, generator=torch.Generator().manual_seed(s))
@@ -608,14 +606,141 @@ def test_large_dnw_selection_is_acyclic():
 def test_resolve_budget_values():
     g = blocked_dag([2, 3, 5])  # 2*8 + 3*5 = 31 candidates
     assert resolve_budget(g, k=31) == (31, None)
-    assert resolve_budget(g, k=0) == (0, None)
+    assert resolve_budget(g, k=1) == (1, None)
     assert resolve_budget(g, density=0.5) == (round(0.5 * 31), None)
     assert resolve_budget(g, density=0.001) == (1, None)
     total, layout = resolve_budget(g, k=2, scope="per_node")
-    assert total == sum(min(2, d) for d in g.in_degree().tolist())
+    assert total == 2 * (3 + 5)  # two in each node of the last two blocks, none in the input block
     assert layout is not None
     total, _ = resolve_budget(g, density=1.0, scope="per_block")
     assert total == 31
+
+
+@pytest.mark.parametrize("scope", ["global", "per_node", "per_block"])
+def test_zero_budget_is_rejected_by_every_scope_and_wiring(scope):
+    # k = 0 keeps no edge: the network would output the same zeros for every input
+    g = blocked_dag([2, 3, 3])
+    msg = "^k: expected at least 1 active edge, got 0$"
+    with pytest.raises(ValueError, match=msg):
+        resolve_budget(g, k=0, scope=scope)
+    for build in (lambda: TopKWiring(g, k=0, scope=scope), lambda: RandomWiring(g, k=0, scope=scope),
+                  lambda: FixedWiring(g, k=0, scope=scope), lambda: FixedWiring(g, k=0, scope=scope,
+                                                                                weight=torch.randn(g.num_edges))):
+        with pytest.raises(ValueError, match=msg):
+            build()
+    for name in ("dnw", "random", "no_update"):
+        with pytest.raises(ValueError, match=msg):
+            make_wiring(name, g, k=0, scope=scope)
+    with pytest.raises(ValueError, match="^k: expected at least 1 active edge, got -3$"):
+        resolve_budget(g, k=-3, scope=scope)
+    assert resolve_budget(g, k=1, scope=scope)[0] == {"global": 1, "per_node": 6, "per_block": 2}[scope]
+
+
+def test_topk_indices_still_selects_zero_entries():
+    # the low-level selector keeps k = 0: an empty selection, not an error
+    idx, hint = topk_indices(torch.tensor([0.5, 2.0, 1.0]), 0)
+    assert idx.dtype == torch.long and idx.tolist() == [] and hint is None
+
+
+def _fewest_candidates(graph, segment_of_node):
+    """(segment, count) of the segment with the fewest candidate edges among those with some, by a networkx
+    in-degree count; ties to the lowest segment."""
+    ref = nx.DiGraph()
+    ref.add_nodes_from(range(graph.num_nodes))
+    ref.add_edges_from(graph.edge_index.t().tolist())
+    counts = {}
+    for v, d in ref.in_degree():
+        counts[segment_of_node[v]] = counts.get(segment_of_node[v], 0) + d
+    return min(((c, s) for s, c in counts.items() if c > 0))[::-1]
+
+
+@pytest.mark.parametrize("k", [2, 5, 100])
+def test_per_node_budget_larger_than_a_node_names_k_scope_node_and_count(k):
+    g = complete_dag(6)  # node v has v candidate edges: node 0 none, node 1 one
+    node, count = _fewest_candidates(g, list(range(6)))
+    assert (node, count) == (1, 1)
+    msg = (f"k: scope='per_node' keeps k={k} edges in every node with candidate edges, but node {node} has only "
+           f"{count} candidate; expected 1 <= k <= {count}, or density= to keep a fraction of each node's "
+           "candidates")
+    for build in (lambda: resolve_budget(g, k=k, scope="per_node"), lambda: TopKWiring(g, k=k, scope="per_node"),
+                  lambda: RandomWiring(g, k=k, scope="per_node"), lambda: FixedWiring(g, k=k, scope="per_node"),
+                  lambda: make_wiring("dnw", g, k=k, scope="per_node")):
+        with pytest.raises(ValueError) as info:
+            build()
+        assert str(info.value) == msg
+    # what the message offers instead: k = 1, or a density (at least one edge in every node with candidates)
+    assert resolve_budget(g, k=1, scope="per_node")[0] == 5
+    assert resolve_budget(g, density=0.5, scope="per_node")[0] == sum(max(1, round(d / 2)) for d in range(1, 6))
+
+
+def test_per_node_budget_above_every_in_degree_is_an_error_not_the_complete_wiring():
+    g = blocked_dag([3, 4])  # the 4 targets have 3 candidates each
+    with pytest.raises(ValueError, match=r"^k: scope='per_node' keeps k=4 .* node 3 has only 3 candidates; "
+                                         r"expected 1 <= k <= 3"):
+        TopKWiring(g, k=4, scope="per_node")
+    w = torch.randn(g.num_edges, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(TopKWiring(g, k=3, scope="per_node")(w).index, torch.arange(12))
+
+
+def test_per_node_budget_error_names_the_node_label():
+    # a static graph renumbers nodes by level; node_labels name the original node
+    g0 = blocked_dag([2, 3, 3])
+    g = NeuralGraph(g0.num_nodes, g0.edge_index, node_labels=list("abcdefgh"))
+    with pytest.raises(ValueError, match=r"^k: .* but node 2 \(label 'c'\) has only 2 candidates;"):
+        resolve_budget(g, k=3, scope="per_node")
+
+
+def test_per_block_budget_larger_than_a_block_names_the_block_label():
+    g0 = blocked_dag([2, 3, 3])
+    labels = [5, 5, 9, 9, 9, 7, 7, 7]  # candidates per block: 5 none, 9 six, 7 fifteen
+    g = NeuralGraph(g0.num_nodes, g0.edge_index, blocks=torch.tensor(labels))
+    block, count = _fewest_candidates(g, labels)
+    assert (block, count) == (9, 6)
+    msg = (f"k: scope='per_block' keeps k=7 edges in every block with candidate edges, but block {block} has only "
+           f"{count} candidates; expected 1 <= k <= {count}, or density= to keep a fraction of each block's "
+           "candidates")
+    for build in (lambda: resolve_budget(g, k=7, scope="per_block"), lambda: TopKWiring(g, k=7, scope="per_block"),
+                  lambda: RandomWiring(g, k=7, scope="per_block")):
+        with pytest.raises(ValueError) as info:
+            build()
+        assert str(info.value) == msg
+    # the input block has no candidates and needs no budget
+    assert resolve_budget(g, k=6, scope="per_block")[0] == 12
+
+
+@SETTINGS
+@given(sizes=st.lists(st.integers(1, 4), min_size=2, max_size=4), k=st.integers(1, 12))
+def test_per_node_budget_accepted_exactly_when_every_node_with_candidates_holds_k(sizes, k):
+    g = blocked_dag(sizes)
+    indeg = [d for _, d in nx.DiGraph(g.edge_index.t().tolist()).in_degree() if d > 0]
+    if k <= min(indeg):
+        total, _ = resolve_budget(g, k=k, scope="per_node")
+        assert total == k * len(indeg)
+    else:
+        with pytest.raises(ValueError, match=f"^k: scope='per_node' keeps k={k} .* has only {min(indeg)} "):
+            resolve_budget(g, k=k, scope="per_node")
+
+
+def test_topk_wiring_for_an_edge_count_selects_like_the_graph_wiring():
+    g = complete_dag(9)
+    e = g.num_edges
+    w = tied_weights(e, 4)
+    for budget in ({"k": 7}, {"density": 0.3}):
+        by_count = TopKWiring.for_edges(e, **budget)
+        assert (by_count.num_candidates, by_count.scope) == (e, "global")
+        assert by_count.num_active == TopKWiring(g, **budget).num_active
+        assert torch.equal(by_count(w).index, ref_topk(w, by_count.num_active))
+        assert by_count.straight_through
+    empty = TopKWiring.for_edges(0, density=0.5)  # no edges: nothing to keep
+    assert empty.num_active == 0 and empty(torch.zeros(0)).index.numel() == 0
+    with pytest.raises(ValueError, match="^k: expected at least 1 active edge, got 0$"):
+        TopKWiring.for_edges(e, k=0)
+    with pytest.raises(ValueError, match=f"^k: budget of {e + 1} edges is larger than the {e} candidate edges$"):
+        TopKWiring.for_edges(e, k=e + 1)
+    with pytest.raises(ValueError, match="^num_edges: expected a non-negative count, got -1$"):
+        TopKWiring.for_edges(-1, k=1)
+    with pytest.raises(TypeError, match="^num_edges: expected an int, got float$"):
+        TopKWiring.for_edges(3.0, k=1)
 
 
 def test_budget_larger_than_candidate_set():

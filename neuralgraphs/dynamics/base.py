@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from neuralgraphs._checks import check_batch
 from neuralgraphs.graph import NeuralGraph
-from neuralgraphs.nodes import maps_zero_to_zero
+from neuralgraphs.nodes import check_num_nodes, maps_zero_to_zero
 from neuralgraphs.propagate import BACKENDS, choose_backend
 from neuralgraphs.wiring import ActiveEdges, Wiring, make_wiring
 
@@ -79,6 +79,8 @@ class WiredGraph(nn.Module):
             raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
         if not isinstance(node_op, nn.Module):
             raise TypeError(f"node_op: expected an nn.Module called as op(x, nodes), got {type(node_op).__name__}")
+        # otherwise a node op built for another node count fails only at the first forward
+        check_num_nodes(node_op, graph.num_nodes, "node_op")
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         if graph.inputs.numel() == 0:

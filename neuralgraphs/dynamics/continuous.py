@@ -11,7 +11,7 @@ from neuralgraphs._compat import eager_in_compile
 from neuralgraphs.dynamics import _rk
 from neuralgraphs.dynamics.base import WiredGraph
 from neuralgraphs.graph import NeuralGraph
-from neuralgraphs.nodes import Identity
+from neuralgraphs.nodes import Identity, check_num_nodes
 from neuralgraphs.propagate import PropagationPlan
 from neuralgraphs.wiring import Wiring
 
@@ -96,6 +96,8 @@ class ContinuousTimeGraph(WiredGraph):
             raise TypeError(f"post_op: expected an nn.Module or None, got {type(post_op).__name__}")
         super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend,
                          weight_transform=weight_transform)
+        if post_op is not None:
+            check_num_nodes(post_op, graph.num_nodes, "post_op")
         self.post_op = post_op if post_op is not None else Identity()
         self.t_end, self.method, self.rtol, self.atol = float(t_end), method, float(rtol), float(atol)
         self.adjoint, self.options, self.lean_stages = adjoint, dict(options or {}), lean_stages

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from neuralgraphs.dynamics.base import WiredGraph
 from neuralgraphs.graph import NeuralGraph
-from neuralgraphs.nodes import Identity, maps_zero_to_zero
+from neuralgraphs.nodes import Identity, check_num_nodes, maps_zero_to_zero
 from neuralgraphs.propagate import PropagationPlan
 from neuralgraphs.wiring import Wiring
 
@@ -60,6 +60,8 @@ class DiscreteTimeGraph(WiredGraph):
             raise TypeError(f"post_op: expected an nn.Module or None, got {type(post_op).__name__}")
         super().__init__(graph, node_op, wiring, k=k, density=density, scope=scope, seed=seed, backend=backend,
                          weight_transform=weight_transform)
+        if post_op is not None:
+            check_num_nodes(post_op, graph.num_nodes, "post_op")
         self.post_op = post_op if post_op is not None else Identity()
         self.steps, self.inject = steps, inject
         # A node that no input has reached yet through active edges stays at zero.  Operations that map

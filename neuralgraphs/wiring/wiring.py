@@ -12,8 +12,10 @@ order) and the mask :math:`m`.  They differ in how :math:`m` is chosen and in th
 * :class:`FixedWiring`: a set chosen once (top-k of the initial weights: DNW "no update"; of trained
   weights: fine-tuning and lottery tickets) and never changed.
 
-Budgets are a count ``k`` or a ``density`` (fraction of candidates kept), over the whole graph
-(``scope="global"``), per target node (``"per_node"``) or per block of target nodes (``"per_block"``).
+Budgets are a count ``k`` (at least 1) or a ``density`` (fraction of candidates kept), over the whole graph
+(``scope="global"``), per target node (``"per_node"``) or per block of target nodes (``"per_block"``).  A
+per-node or per-block count must fit every node / block that has candidates (see :func:`resolve_budget`);
+those without any, like input nodes, keep none.
 """
 
 from __future__ import annotations
@@ -82,15 +84,50 @@ def _check_graph(graph: NeuralGraph) -> None:
         raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
 
 
+def _check_budget(k: Optional[int], density: Optional[float]) -> None:
+    if (k is None) == (density is None):
+        raise ValueError("budget: give exactly one of k (a count) or density (a fraction kept)")
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"k: expected an int, got {type(k).__name__}")
+        if k < 1:
+            # k = 0 would silence every edge: the network would output the same zeros for every input
+            raise ValueError(f"k: expected at least 1 active edge, got {k}")
+    else:
+        if isinstance(density, bool) or not isinstance(density, (int, float)):
+            raise TypeError(f"density: expected a float in (0, 1], got {type(density).__name__}")
+        if not 0.0 < float(density) <= 1.0:
+            raise ValueError(f"density: expected a fraction kept in (0, 1], got {density}")
+
+
+def _global_total(num_edges: int, k: Optional[int], density: Optional[float]) -> int:
+    """Active edges of a checked global budget over ``num_edges`` candidates (0 when there are none)."""
+    if k is not None:
+        if k > num_edges:
+            raise ValueError(f"k: budget of {k} edges is larger than the {num_edges} candidate edges")
+        return k
+    return max(1, int(round(float(density) * num_edges))) if num_edges else 0
+
+
+def _segment_name(graph: NeuralGraph, scope: str, segment: int, labels: Optional[Tensor]) -> str:
+    if scope == "per_block":
+        return f"block {int(labels[segment])}"
+    if graph.node_labels is not None and graph.node_labels[segment] != segment:
+        return f"node {segment} (label {graph.node_labels[segment]!r})"
+    return f"node {segment}"
+
+
 def resolve_budget(graph: NeuralGraph, k: Optional[int] = None, density: Optional[float] = None,
                    scope: str = "global") -> Tuple[int, Optional[SegmentLayout]]:
     """Turn a budget into the total number of active edges and, for segmented scopes, their layout.
 
     Args:
         graph: the candidate graph.
-        k: number of edges kept (globally, or in each node / block for the segmented scopes, capped at the
-            segment's candidate count).
-        density: fraction of candidates kept, in ``(0, 1]`` (globally or in each node / block).
+        k: number of edges kept, at least 1: over the whole graph, or in each node / block that has
+            candidates for the segmented scopes (at most the fewest candidates of such a node / block; nodes
+            and blocks without candidates, like input nodes, keep none).
+        density: fraction of candidates kept, in ``(0, 1]`` (globally or in each node / block, at least one
+            edge in each node / block that has candidates).
         scope: ``"global"``, ``"per_node"`` (segments = target nodes) or ``"per_block"`` (segments = blocks
             of target nodes, from ``graph.blocks``).
 
@@ -98,43 +135,39 @@ def resolve_budget(graph: NeuralGraph, k: Optional[int] = None, density: Optiona
         ``(total, layout)``: total active edges and a :class:`SegmentLayout` (:obj:`None` for global).
 
     Raises:
-        ValueError: if both or neither of ``k`` / ``density`` is given, if they are out of range, if ``k``
-            exceeds the candidate set, or if ``per_block`` is asked of a graph without blocks.
+        ValueError: if both or neither of ``k`` / ``density`` is given, if they are out of range (``k < 1``
+            included), if ``k`` exceeds the candidate set (global) or the candidates of a node / block that
+            has some (segmented scopes), or if ``per_block`` is asked of a graph without blocks.
     """
     _check_graph(graph)
     if scope not in SCOPES:
         raise ValueError(f"scope: expected one of {SCOPES}, got {scope!r}")
-    if (k is None) == (density is None):
-        raise ValueError("budget: give exactly one of k (a count) or density (a fraction kept)")
-    if k is not None:
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"k: expected an int, got {type(k).__name__}")
-        if k < 0:
-            raise ValueError(f"k: expected a non-negative count, got {k}")
-    else:
-        if isinstance(density, bool) or not isinstance(density, (int, float)):
-            raise TypeError(f"density: expected a float in (0, 1], got {type(density).__name__}")
-        if not 0.0 < float(density) <= 1.0:
-            raise ValueError(f"density: expected a fraction kept in (0, 1], got {density}")
-    e = graph.num_edges
+    _check_budget(k, density)
     if scope == "global":
-        if k is not None and k > e:
-            raise ValueError(f"k: budget of {k} edges is larger than the {e} candidate edges")
-        total = k if k is not None else max(1, int(round(float(density) * e)))
-        return total, None
+        return _global_total(graph.num_edges, k, density), None
+    labels = None
     if scope == "per_node":
         segment = graph.edge_index[1]
         num_seg = graph.num_nodes
     else:
         if graph.blocks is None:
             raise ValueError("scope: 'per_block' needs a graph with blocks (see blocked_dag)")
-        blocks = graph.blocks
-        _, blocks = torch.unique(blocks, return_inverse=True)
+        labels, blocks = torch.unique(graph.blocks, return_inverse=True)
         segment = blocks[graph.edge_index[1]]
-        num_seg = int(blocks.max()) + 1
+        num_seg = labels.numel()
     counts = torch.bincount(segment, minlength=num_seg)
     if k is not None:
-        per = torch.clamp(counts, max=k)
+        # A segment without candidates (an input node, the input block) needs no budget; any other must
+        # hold k candidates, or the budget would be cut silently there (and keep everything when k
+        # exceeds every segment).
+        fewest = int(torch.where(counts > 0, counts, counts.max() + 1).argmin())
+        if k > int(counts[fewest]):
+            unit, c = ("node" if scope == "per_node" else "block"), int(counts[fewest])
+            raise ValueError(
+                f"k: scope={scope!r} keeps k={k} edges in every {unit} with candidate edges, but "
+                f"{_segment_name(graph, scope, fewest, labels)} has only {c} candidate{'s' * (c != 1)}; "
+                f"expected 1 <= k <= {c}, or density= to keep a fraction of each {unit}'s candidates")
+        per = counts.clamp(max=k)  # k in every segment with candidates, 0 in the others
     else:
         per = torch.round(counts.double() * float(density)).long()
         per = torch.where(counts > 0, per.clamp(min=1), per)
@@ -186,7 +219,8 @@ class TopKWiring(Wiring):
 
     Args:
         graph: the candidate graph.
-        k: number of active edges.  (give ``k`` or ``density``)
+        k: number of active edges, at least 1 (in each node / block with candidates for the segmented
+            scopes).  (give ``k`` or ``density``)
         density: fraction of candidates kept.
         scope: ``"global"``, ``"per_node"`` or ``"per_block"``.  (default: ``"global"``)
     """
@@ -197,6 +231,31 @@ class TopKWiring(Wiring):
                  scope: str = "global") -> None:
         super().__init__(graph, k=k, density=density, scope=scope)
         self._hint: Optional[float] = None
+
+    @classmethod
+    def for_edges(cls, num_edges: int, k: Optional[int] = None, density: Optional[float] = None) -> "TopKWiring":
+        """A global top-k wiring over ``num_edges`` candidates known only by their count: for operators whose
+        edges are an input of each call (:class:`~neuralgraphs.nn.DNWConv`), not a :class:`NeuralGraph`.
+
+        Args:
+            num_edges: number of candidate edges; ``0`` is allowed with ``density`` (nothing to keep).
+            k: number of active edges, ``1 <= k <= num_edges``.  (give ``k`` or ``density``)
+            density: fraction of candidates kept, in ``(0, 1]``.
+
+        Raises:
+            TypeError, ValueError: on a count or budget of the wrong type or out of range.
+        """
+        if isinstance(num_edges, bool) or not isinstance(num_edges, int):
+            raise TypeError(f"num_edges: expected an int, got {type(num_edges).__name__}")
+        if num_edges < 0:
+            raise ValueError(f"num_edges: expected a non-negative count, got {num_edges}")
+        _check_budget(k, density)
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        obj.num_candidates, obj.scope = num_edges, "global"
+        obj.num_active, obj._layout = _global_total(num_edges, k, density), None
+        obj._hint = None
+        return obj
 
     def select(self, weight: Tensor) -> Tensor:
         scores = weight.detach().abs().float()
@@ -266,7 +325,11 @@ class CompleteWiring(_StoredWiring):
 
     def __init__(self, graph: NeuralGraph) -> None:
         _check_graph(graph)
-        super().__init__(graph, k=graph.num_edges)
+        nn.Module.__init__(self)
+        # every candidate, also none at all (a graph without candidate edges): no budget to check
+        self.num_candidates = self.num_active = graph.num_edges
+        self.scope, self._layout = "global", None
+        self._register_state()
         self.active_index.copy_(torch.arange(self.num_candidates))
         self.frozen.fill_(True)
         self._ready = True
