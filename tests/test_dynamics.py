@@ -359,11 +359,15 @@ def test_auto_backend_follows_density_and_feature_kind(monkeypatch, cls, density
     from neuralgraphs.generators import blocked_dag, complete_graph
 
     n = 160  # 25600 matrix entries, above DENSE_MIN_ENTRIES
+    budget = {}
     if cls is StaticGraph:
-        # one level of 128 nodes fed by 32 inputs (4096 entries): too small for CSR, so add a second level
+        # one level of 128 nodes fed by 32 inputs (4096 entries): too small for CSR, so add a second level;
+        # a per-node budget, whose count per level is known without reading the selection (a global top-k
+        # takes the dense product, see test_static_global_budget_takes_the_dense_product)
         graph = blocked_dag([32, 128, 160], outputs=torch.arange(300, 320))
         n = graph.num_nodes
-        k = int(density * graph.num_edges)
+        budget = dict(density=density, scope="per_node")
+        k = None
     else:
         graph = complete_graph(n, inputs=torch.arange(8), outputs=torch.arange(n - 4, n))
         k = int(density * n * n)
@@ -382,7 +386,7 @@ def test_auto_backend_follows_density_and_feature_kind(monkeypatch, cls, density
     extra = dict(post_op=Activation("tanh")) if cls is not StaticGraph else {}
     if cls is ContinuousTimeGraph:
         extra.update(method="rk4", options={"step_size": 0.5})
-    m = cls(graph, op, wiring="dnw", k=k, **extra).double()
+    m = cls(graph, op, wiring="dnw", **(budget or dict(k=k)), **extra).double()
     x = features(kind, 2, graph.inputs.numel(), 0)
     out = m(x)
     assert seen and set(seen) == {expected}
@@ -722,3 +726,30 @@ def test_node_ops_without_a_node_count_are_accepted_and_computed():
                           wiring="complete", steps=3).double()
     mask = torch.ones(m.weight.numel(), dtype=torch.bool)
     torch.testing.assert_close(m(xd), discrete_reference(m, dense_matrix(m, mask), xd, 3), rtol=1e-10, atol=1e-10)
+
+
+def test_static_global_budget_takes_the_dense_product(monkeypatch):
+    """A global top-k may move edges between levels: counting a level's active edges would read the
+    selection on the host, so "auto" runs the dense product over masked weights; an explicit "csr" reads the
+    counts once per forward and gives the same result."""
+    import neuralgraphs.dynamics.static as stat
+    from neuralgraphs.generators import blocked_dag
+
+    graph = blocked_dag([32, 128, 160], outputs=torch.arange(300, 320))
+    seen = []
+    real = stat.PropagationPlan
+
+    def spy(*args, **kw):
+        plan = real(*args, **kw)
+        seen.append((plan.backend, plan.active is None))
+        return plan
+    monkeypatch.setattr(stat, "PropagationPlan", spy)
+    torch.manual_seed(0)
+    m = StaticGraph(graph, make_node_op("vector", graph.num_nodes, 0), "dnw", k=int(0.01 * graph.num_edges)).double()
+    x = features("vector", 2, 32, 0)
+    out = m(x)
+    assert seen and set(seen) == {("dense", True)}
+    seen.clear()
+    m.backend = "csr"
+    torch.testing.assert_close(m(x), out, rtol=1e-9, atol=1e-10)
+    assert set(seen) == {("csr", False)}

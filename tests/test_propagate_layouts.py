@@ -12,6 +12,7 @@ import torch
 from neuralgraphs.generators import complete_graph
 from neuralgraphs.propagate import PropagationPlan, propagate
 from neuralgraphs.propagate.cache import _candidates
+from neuralgraphs.propagate.layouts import _canonical
 
 
 def node_major(b, n, h, w, dtype):
@@ -290,3 +291,30 @@ def test_second_derivative_raises_instead_of_being_wrong():
     (gx,) = torch.autograd.grad(propagate(x, ei, w).pow(2).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|twice"):
         gx.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("feat", [(), (3, 4), (2, 3, 3)], ids=["vector", "image", "channels"])
+def test_the_first_nodes_of_a_state_are_read_in_place_and_nothing_after_them(dtype, feat):
+    # a static graph's state: nodes innermost (vector, image) or batched (C-channel nodes), NaN after the
+    # prefix; the product over the prefix must read exactly the prefix, in every precision
+    b, n, r, o = 3, 10, 6, 4
+    if len(feat) >= 3:
+        buf = torch.full((b, n) + feat, float("nan"), dtype=dtype)
+        state = buf
+    else:
+        buf = torch.full((b,) + feat + (n,), float("nan"), dtype=dtype)
+        state = buf.movedim(-1, 1)
+    gen = torch.Generator().manual_seed(0)
+    state[:, :r] = torch.randn((b, r) + feat, generator=gen).to(dtype)
+    prefix = state[:, :r]
+    m, _ = _canonical(prefix, 1)
+    if dtype in (torch.float32, torch.float64):
+        assert m.data_ptr() == prefix.data_ptr()  # no copy
+    w = torch.randn(o * r, generator=gen, dtype=dtype)
+    edges = torch.stack([torch.arange(r).repeat(o), torch.arange(o).repeat_interleave(r)])
+    out = propagate(prefix, edges, w, num_nodes=o, node_dim=1, backend="dense")
+    ref = torch.einsum("ts,bs...->bt...", w.view(o, r).double(), prefix.double())
+    assert not bool(torch.isnan(out).any())
+    tol = 1e-6 if dtype in (torch.float32, torch.float64) else 5e-2
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)

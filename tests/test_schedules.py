@@ -184,18 +184,18 @@ def test_label_smoothing_loss_refuses_out_of_range_targets(bad):
         S.label_smoothing_loss(logits, target, 0.1)
 
 
-def test_param_groups_skip_a_modules_own_normalisation_parameters():
-    # RandWire's batched node BN keeps its affine parameters as bn_weight / bn_bias of a non-norm module
+def test_param_groups_skip_the_node_norms_of_a_randwire_network():
+    # a RandWire stage normalises its nodes with NodeNorm (per node and channel): not decayed, like BatchNorm
     from neuralgraphs.models.randwire import digits_network
+    from neuralgraphs.nodes import NodeNorm
 
     model = digits_network("ws", num_nodes=6, channels=4, seed=0)
     groups = S.param_groups_no_weight_decay(model, 1e-4)
     decayed = {id(p) for p in groups[0]["params"]}
     names = {id(p): n for n, p in model.named_parameters()}
-    bn = [n for n in names.values() if n.endswith((".bn_weight", ".bn_bias"))]
-    assert bn and not any(id(p) in decayed for n, p in model.named_parameters() if n in bn)
-    # the rule written out: everything but biases, BatchNorm layers' parameters and the node BN's
-    norm = {f"{m}.{p}" for m, mod in model.named_modules() if isinstance(mod, torch.nn.BatchNorm2d)
+    norm = {f"{m}.{p}" for m, mod in model.named_modules() if isinstance(mod, (torch.nn.BatchNorm2d, NodeNorm))
             for p, _ in mod.named_parameters(recurse=False)}
-    expected = {n for n in names.values() if not n.endswith(("bias", ".bn_weight")) and n not in norm}
+    assert any(".node_op." in n for n in norm) and any(".source_op." in n for n in norm)
+    # the rule written out: everything but biases and the parameters of normalisation layers
+    expected = {n for n in names.values() if not n.endswith("bias") and n not in norm}
     assert {names[i] for i in decayed} == expected

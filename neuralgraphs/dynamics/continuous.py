@@ -121,7 +121,7 @@ class ContinuousTimeGraph(WiredGraph):
         n = self.graph.num_nodes
         backend = self._backend_for(a.index.numel(), n, n, x)
         plan = PropagationPlan(self.edge_index, n, n, active=a.index, backend=backend,
-                               weight_grad=self.weight_grad, weights_masked=True)
+                               weight_grad=self.weight_grad, weights_masked=True, validated=True)
         z0 = self._initial_state(x, node_major=plan.backend == "csr")
         # torchdiffeq stores the Runge-Kutta stages as one tensor [*state.shape, stages] in logical order, so
         # with a permuted state (nodes innermost or node-major) every stage write is a transposing copy.  The

@@ -101,17 +101,12 @@ class DiscreteTimeGraph(WiredGraph):
         ids = keep.nonzero().view(-1)
         return ids, local[:, ids].contiguous()
 
-    def _sub_plan(self, name: str, a, num_out: int, num_in: int, x: Tensor):
-        """The plan and weights of one candidate subset for this forward's active edges."""
+    def _sub_plan(self, name: str, a, num_out: int, num_in: int):
+        """The dense plan and weights of one candidate subset for this forward's active edges (its active
+        edges are the subset's non-zero weights: listing them would read the selection on the host)."""
         ids, edges = getattr(self, f"_{name}_ids"), getattr(self, f"_{name}_edges")
-        backend, active = self.backend, None
-        if ids.device.type != "cpu":
-            backend = "dense"  # the dense path needs no active list, so nothing waits on the device
-        elif backend != "dense":
-            active = a.mask[ids].nonzero().view(-1)
-            backend = self._backend_for(active.numel(), num_out, num_in, x)
-        plan = PropagationPlan(edges, num_out, num_in, active=active, backend=backend, weight_grad=self.weight_grad,
-                               weights_masked=True)
+        plan = PropagationPlan(edges, num_out, num_in, backend="dense", weight_grad=self.weight_grad,
+                               weights_masked=True, validated=True)
         return plan, a.weight[ids]
 
     def plan(self, index: Tensor, x: Optional[Tensor] = None) -> PropagationPlan:
@@ -120,7 +115,7 @@ class DiscreteTimeGraph(WiredGraph):
         n = self.graph.num_nodes
         backend = self.backend if x is None else self._backend_for(index.numel(), n, n, x)
         return PropagationPlan(self.edge_index, n, n, active=index, backend=backend, weight_grad=self.weight_grad,
-                               weights_masked=True)
+                               weights_masked=True, validated=True)
 
     @property
     def silences_unreached(self) -> bool:
@@ -151,8 +146,10 @@ class DiscreteTimeGraph(WiredGraph):
         n = self.graph.num_nodes
         everything = slice(0, n)
         (o0, o1), (i0, i1) = self._out_range, self._in_range
-        skip_first = "first" in self._subsets and maps_zero_to_zero(self.node_op)
-        rows_only = "last" in self._subsets and not (self.training and _keeps_running_stats(self.post_op))
+        # the sub-products are dense: with a sparse full product every step uses the full one
+        dense = plan.backend != "csr"
+        skip_first = dense and "first" in self._subsets and maps_zero_to_zero(self.node_op)
+        rows_only = dense and "last" in self._subsets and not (self.training and _keeps_running_stats(self.post_op))
         z = self._initial_state(x, node_major=plan.backend == "csr")
         x0 = z if self.inject == "every_step" else None
         signals = self._signals(a.index) if self._mask_silent else None
@@ -161,11 +158,10 @@ class DiscreteTimeGraph(WiredGraph):
             rows = slice(o0, o1) if last else everything
             if first:
                 h = self.node_op(z[:, i0:i1], slice(i0, i1))
-                step_plan, w = self._sub_plan("single" if last else "first", a, rows.stop - rows.start, i1 - i0,
-                                              x)
+                step_plan, w = self._sub_plan("single" if last else "first", a, rows.stop - rows.start, i1 - i0)
             else:
                 h = self.node_op(z, everything)
-                step_plan, w = self._sub_plan("last", a, o1 - o0, n, x) if last else (plan, a.weight)
+                step_plan, w = self._sub_plan("last", a, o1 - o0, n) if last else (plan, a.weight)
             agg = step_plan(h, w, node_dim=1)
             if x0 is not None:
                 agg = agg + x0[:, rows]

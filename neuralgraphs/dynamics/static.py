@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.nodes import maps_zero_to_zero
 from neuralgraphs.propagate import PropagationPlan
+from neuralgraphs._compat import eager_in_compile
+from neuralgraphs.dynamics._state import _State
 from neuralgraphs.wiring import Wiring
 from neuralgraphs.dynamics.base import WiredGraph
 
@@ -68,6 +70,7 @@ class StaticGraph(WiredGraph):
         is_input = torch.zeros(graph.num_nodes)
         is_input[graph.inputs] = 1.0
         self.register_buffer("_is_input", is_input, persistent=False)
+        self._segment_counts = self._segmented_level_counts()
 
     @staticmethod
     def _level_structure(graph: NeuralGraph) -> List[Tuple[int, int, int, int]]:
@@ -109,31 +112,70 @@ class StaticGraph(WiredGraph):
                     signal[r0:r1] = torch.maximum(signal[r0:r1], (heard > 0).float())
         return signal
 
+    def _level_counts(self) -> Optional[List[int]]:
+        """Active edges of each level when the wiring fixes them (a fixed set known on the host, or a
+        per-node / per-block budget whose segments lie inside levels), else :obj:`None` (a global top-k
+        moves edges between levels).  Nothing is read from the device."""
+        host = self.wiring.host_index() if hasattr(self.wiring, "host_index") else None
+        if host is not None:
+            key = (id(host), host._version)
+            if getattr(self, "_counts_key", None) != key:
+                bounds = torch.tensor([lv[2] for lv in self._levels] + [self._levels[-1][3]])
+                cum = torch.searchsorted(host, bounds)
+                self._counts_cache, self._counts_key = (cum[1:] - cum[:-1]).tolist(), key
+            return self._counts_cache
+        return self._segment_counts
+
+    def _segmented_level_counts(self) -> Optional[List[int]]:
+        layout = getattr(self.wiring, "_layout", None)
+        if layout is None:
+            return None
+        segment, per = layout.row.cpu(), layout.k_per_segment.cpu()
+        counts = []
+        for (_, _, c0, c1) in self._levels:
+            inside = segment[c0:c1].unique()
+            counts.append(int(per[inside].sum()))
+        # every segment's candidates in one level, or its budget could be spent in any of them
+        if sum(counts) != int(per.sum()):
+            return None
+        return counts
+
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         a = self.active()
+        counts = self._level_counts()
+        if counts is None and self.backend == "csr":
+            # asked for explicitly: the level counts of a global top-k, read once per forward (on a GPU one
+            # synchronisation; "auto" takes the dense product instead and reads nothing)
+            bounds = torch.tensor([lv[2] for lv in self._levels] + [self._levels[-1][3]], device=a.index.device)
+            cum = torch.searchsorted(a.index, bounds).tolist()
+            counts = [hi - lo for lo, hi in zip(cum[:-1], cum[1:])]
+        return self._run_levels(x, a, counts).index_select(1, self.outputs)
+
+    # torch.compile runs the levels eagerly (a clean graph break): the state aliases its storage (see
+    # neuralgraphs.dynamics._state), which dynamo does not trace
+    @eager_in_compile
+    def _run_levels(self, x: Tensor, a, counts: Optional[List[int]]) -> Tensor:
+        """Every level in order, written into one state; the outputs of all nodes ``[B, N, *]``."""
         feat = tuple(x.shape[2:])
         b = x.size(0)
-        # On CPU the active edges of each level are sliced exactly (a host read costs nothing there); on
-        # other devices the dense path needs no active list, so no step waits on the device.
-        exact = a.index.device.type == "cpu"
-        outs: List[Tensor] = []
+        state = _State(x, self.graph.num_nodes)
         signal = self._signal(a.mask).to(x.dtype) if self._mask_silent else None
-        for (r0, r1, c0, c1), (i0, i1), edges in zip(self._levels, self._inject, self._level_edges()):
+        start = 0
+        for (r0, r1, c0, c1), (i0, i1), edges, count in zip(self._levels, self._inject, self._level_edges(),
+                                                           counts or [None] * len(self._levels)):
             n = r1 - r0
             if c1 > c0:
-                # [B, r0, *] in the node ops' layout (channels-last for images): the product reads it in place
-                prev = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-                active, backend = None, self.backend
-                if not exact:
-                    backend = "dense"
-                elif backend != "dense":
-                    lo, hi = torch.searchsorted(a.index, torch.tensor([c0, c1])).tolist()
-                    active = a.index[lo:hi] - c0
-                    backend = self._backend_for(hi - lo, n, r0, x)
+                # the level's active edges are a slice of the selection at known offsets, or (a global
+                # top-k) unknown without reading them: then the dense product over masked weights
+                active, backend = None, "dense" if self.backend == "auto" else self.backend
+                if count is not None:
+                    active = a.index[start:start + count] - c0
+                    start += count
+                    backend = self._backend_for(count, n, r0, x)
                 plan = PropagationPlan(edges, n, r0, active=active, backend=backend, weight_grad=self.weight_grad,
-                                       weights_masked=True)
-                inp = plan(prev, a.weight[c0:c1], node_dim=1)
+                                       weights_masked=True, validated=True)
+                inp = plan(state.prefix(r0), a.weight[c0:c1], node_dim=1)
             else:
                 inp = x.new_zeros((b, n) + feat)
             if i1 > i0:
@@ -141,9 +183,8 @@ class StaticGraph(WiredGraph):
             y = self.node_op(inp, slice(r0, r1))
             if signal is not None:
                 y = y * signal[r0:r1].view((1, n) + (1,) * len(feat))
-            outs.append(y)
-        z = torch.cat(outs, dim=1)
-        return z.index_select(1, self.outputs)
+            state.write(r0, y)
+        return state.prefix(self.graph.num_nodes)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", levels={self.num_levels}"

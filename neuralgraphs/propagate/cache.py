@@ -52,6 +52,12 @@ class _Candidates:
         self.is_sorted, self.strictly_sorted = sorted_, strict and sorted_
         self.checked = True
 
+    def trust(self) -> None:
+        """Take the edges as checked: in range and strictly sorted (distinct), as a :class:`NeuralGraph`
+        stores them, without reading them (a read would make a GPU step wait for the device)."""
+        if not self.checked:
+            self.in_range = self.is_sorted = self.strictly_sorted = self.checked = True
+
     def _check_small(self, ei: np.ndarray) -> None:
         src, dst = ei[0], ei[1]
         self.in_range = src.size == 0 or bool(src.min() >= 0 and dst.min() >= 0 and src.max() < self.num_in

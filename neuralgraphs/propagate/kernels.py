@@ -121,6 +121,11 @@ def dense_mm(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
     o, i = mat.shape
     if layout == NODE_MAJOR and _matmul_ok(mat, m):
         return _matmul(mat, m.t())
+    if not m.is_contiguous():
+        # the first nodes of a state (row- or batch-strided): products that read the operand in place
+        if layout == FEATURE_MAJOR:
+            return _matmul(m, mat) if _matmul_ok(m, mat) else m @ mat.t()
+        return torch.matmul(mat, m)
     if _use_onednn(m):
         return _from_conv(F.conv2d(_conv_view(m, layout, i), mat.reshape(o, i, 1, 1)), layout)
     if layout == NODE_MAJOR:
@@ -139,6 +144,9 @@ def dense_mm_t(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
     o, i = mat.shape
     if layout == NODE_MAJOR and _matmul_ok(mat, m):
         return _matmul(mat.t(), m.t())
+    if layout == FEATURE_MAJOR and o < MATMUL_MIN_INPUT_NODES and _matmul_ok(m, mat):
+        # few output nodes: oneDNN's transposed convolution falls back to a slow reference kernel there
+        return _matmul(m, mat.t())
     if _use_onednn(m):
         return _from_conv(F.conv_transpose2d(_conv_view(m, layout, o), mat.reshape(o, i, 1, 1)), layout)
     return dense_mm(mat.t(), m, layout)
@@ -154,6 +162,11 @@ def dense_outer(g: Tensor, m: Tensor, layout: str = NODE_MAJOR, g_layout: Option
     o, i = _nodes_of(g, g_layout), _nodes_of(m, layout)
     if layout == g_layout == NODE_MAJOR and _matmul_ok(g, m):
         return _matmul(g, m)
+    if not m.is_contiguous() and layout == g_layout:
+        # a strided state prefix: a GEMM over the features that reads it in place
+        if layout == FEATURE_MAJOR:
+            return _matmul(_transposed_copy(g), m.t()) if _matmul_ok(g, m) else g.t() @ m
+        return torch.matmul(g, m.transpose(1, 2)).sum(0)
     if layout == g_layout == FEATURE_MAJOR and i >= MATMUL_MIN_INPUT_NODES and _matmul_ok(g, m):
         # the matmul wants a contiguous first operand: the transposed gradient, copied in cached blocks
         return _matmul(_transposed_copy(g), m.t())

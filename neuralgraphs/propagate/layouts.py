@@ -3,8 +3,9 @@ tensors (see the package docstring)."""
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
+import torch
 from torch import Tensor
 
 # The three feature layouts a product reads and writes (see the package docstring).
@@ -31,7 +32,46 @@ def _canonical(x: Tensor, node_dim: int) -> Tuple[Tensor, str]:
         return last.reshape(-1, n), FEATURE_MAJOR
     if x.is_contiguous():
         return x.view(b, n, -1), BATCHED
+    # Read in place only in single and double precision: torch 2.13's CPU matmul in bfloat16 reads past the
+    # end of a row-strided operand's rows (the columns after the prefix leak into the product).
+    if x.dtype in (torch.float32, torch.float64):
+        rows = _row_strided(last)
+        if rows is not None:
+            return rows, FEATURE_MAJOR
+        batched = _batch_strided(x)
+        if batched is not None:
+            return batched, BATCHED
     return last.reshape(-1, n).contiguous(), FEATURE_MAJOR
+
+
+def _row_strided(last: Tensor) -> Optional[Tensor]:
+    """``last`` ``[*, n]`` as a ``[F, n]`` matrix with unit column stride and one row stride of at least
+    ``n`` (the first nodes of a state with the nodes innermost), or :obj:`None`."""
+    n = last.size(-1)
+    if last.stride(-1) != 1 or last.dim() < 2:
+        return None
+    row = last.stride(-2)
+    expected = row
+    for size, stride in zip(reversed(last.shape[:-1]), reversed(last.stride()[:-1])):
+        if size != 1 and stride != expected:
+            return None
+        expected *= size
+    if row < n:
+        return None
+    return last.as_strided((last.numel() // n, n), (row, 1))
+
+
+def _batch_strided(x: Tensor) -> Optional[Tensor]:
+    """``x`` ``[B, n, *]`` as a ``[B, n, F]`` tensor with contiguous node rows and a batch stride of at least
+    ``n * F`` (the first nodes of a batched state), or :obj:`None`."""
+    b, n = x.size(0), x.size(1)
+    inner = x[0, 0] if b and n else None
+    if inner is None or not inner.is_contiguous():
+        return None
+    f = inner.numel()
+    if (n > 1 and x.stride(1) != f) or x.stride(0) < n * f:
+        return None
+    return x.as_strided((b, n, f), (x.stride(0), f, 1))
 
 
 def _as_layout(g: Tensor, node_dim: int, layout: str) -> Tensor:

@@ -47,11 +47,16 @@ class PropagationPlan:
         weights_masked: the caller guarantees that the weights are zero outside ``active`` (as
             :class:`~neuralgraphs.wiring.ActiveEdges` weights are); the dense backend then uses them as they
             are instead of building a matrix of the active ones.  (default: :obj:`False`)
+        validated: the caller guarantees that the edges are distinct, in range and sorted, and ``active``
+            ascending and in range (the graph modules pass slices of a :class:`~neuralgraphs.graph.NeuralGraph`
+            and of a wiring's selection): their checks, which read values on the host, are skipped.
+            (default: :obj:`False`)
     """
 
     @eager_in_compile  # see __call__; its checks read values on the host
     def __init__(self, edge_index: Tensor, num_out: int, num_in: int, active: Optional[Tensor] = None,
-                 backend: str = "auto", weight_grad: str = "all", weights_masked: bool = False) -> None:
+                 backend: str = "auto", weight_grad: str = "all", weights_masked: bool = False,
+                 validated: bool = False) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         if weight_grad not in ("all", "active"):
@@ -70,13 +75,15 @@ class PropagationPlan:
         self.edge_index = edge_index
         self.cand = _candidates(edge_index, self.num_out, self.num_in)
         # cached per edge_index tensor: a module passing its buffer again pays nothing
+        if validated:
+            self.cand.trust()
         self.cand.check(edge_index)
         if not self.cand.in_range:
             raise ValueError(f"edge_index: node index out of range (sources < {num_in}, targets < {num_out})")
         if not self.cand.is_sorted:
             raise ValueError("edge_index: expected edges sorted by (target, source), as NeuralGraph stores them "
                              "(propagate() sorts unsorted edges itself)")
-        if active is not None:
+        if active is not None and not validated:
             _check_active(active, self.num_edges)
         self.active = active
         num_active = self.num_edges if active is None else active.numel()

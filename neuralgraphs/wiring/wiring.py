@@ -277,12 +277,27 @@ class _StoredWiring(Wiring):
         # Persisted so that a saved, not yet frozen lazy wiring stays lazy when loaded.
         self.register_buffer("frozen", torch.tensor(False))
         self._ready = False
+        self._host_index: Optional[Tensor] = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         key = prefix + "frozen"
         if key in state_dict:
             self._ready = bool(state_dict[key])
+        index = state_dict.get(prefix + "active_index")
+        self._host_index = index.clone() if isinstance(index, Tensor) and index.device.type == "cpu" else None
+
+    def host_index(self) -> Optional[Tensor]:
+        """A CPU copy of the fixed active set when one was made without reading device memory (the set was
+        chosen or loaded on the host), else :obj:`None`.  Graph modules read level counts from it, so a
+        fixed wiring never makes a step wait for a GPU."""
+        return self._host_index if self._ready else None
+
+    def _fix(self, index: Tensor) -> None:
+        self.active_index = index.to(self.active_index.device)
+        self._host_index = index.clone() if index.device.type == "cpu" else None
+        self.frozen.fill_(True)
+        self._ready = True
 
     def _choose(self, scores: Tensor) -> Tensor:
         if self._layout is not None:
@@ -315,9 +330,7 @@ class RandomWiring(_StoredWiring):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
         gen = torch.Generator().manual_seed(seed)
-        self.active_index.copy_(self._choose(torch.rand(self.num_candidates, generator=gen)))
-        self.frozen.fill_(True)
-        self._ready = True
+        self._fix(self._choose(torch.rand(self.num_candidates, generator=gen)))
 
 
 class CompleteWiring(_StoredWiring):
@@ -330,9 +343,7 @@ class CompleteWiring(_StoredWiring):
         self.num_candidates = self.num_active = graph.num_edges
         self.scope, self._layout = "global", None
         self._register_state()
-        self.active_index.copy_(torch.arange(self.num_candidates))
-        self.frozen.fill_(True)
-        self._ready = True
+        self._fix(torch.arange(self.num_candidates))
 
 
 class FixedWiring(_StoredWiring):
@@ -384,7 +395,4 @@ class FixedWiring(_StoredWiring):
 
     def freeze_from(self, weight: Tensor) -> None:
         """Fix the active set to the top-k of ``|weight|``."""
-        idx = self._choose(weight.detach().abs().float())
-        self.active_index = idx.to(self.active_index.device)
-        self.frozen.fill_(True)
-        self._ready = True
+        self._fix(self._choose(weight.detach().abs().float()))

@@ -1,0 +1,109 @@
+"""The state of a static graph: every level's outputs written once into one preallocated tensor.
+
+A level's graph product reads the outputs of all earlier levels, the first ``r`` nodes of the state.  Joining
+the level outputs anew for every level would copy the state once per level (quadratic in the number of
+levels); here each output is copied once into its slot, and the products read the prefix in place.
+
+The state is laid out so that every prefix is a matrix the dense product reads without a copy: nodes
+innermost (``[B, *S, N]`` in memory: a row-strided ``[B * S, r]`` matrix, the layout the channels-last node
+operations produce) for vector and single-channel image nodes, and batched (``[B, N, *S]``: rows of
+``prod(S)`` per node) for nodes that carry several channels.
+
+Autograd sees each level's outputs through a token (:class:`_Slot`) that every later prefix (:class:`_Prefix`)
+takes as an input: a prefix's backward adds its gradient into one gradient of the whole state, and a slot's
+backward, which autograd runs after all of them, hands its level the sum at its slot.  Gradients flow as
+through a concatenation, with one addition per level instead of one per pair of levels.  Writes go through an alias of the
+buffer with a version counter of its own: a prefix saved by a product is never written again (each level
+writes only its own, later slot), and the alias keeps autograd's in-place check from tripping over writes to
+other slots.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from neuralgraphs._compat import eager_in_compile
+
+
+class _Slot(torch.autograd.Function):
+    """Registers one level's outputs ``y`` with the state: an empty token whose consumers are the later
+    prefixes.  Autograd runs this backward after all of them, when the state's gradient holds the sum of
+    their gradients at this slot: that sum is the gradient of ``y``."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, state: "_State", start: int) -> Tensor:
+        ctx.state, ctx.start, ctx.n = state, start, y.size(1)
+        return y.new_empty(0)
+
+    @staticmethod
+    def backward(ctx, _):
+        grad = ctx.state.grad
+        if grad is None:  # no prefix led to the loss
+            return None, None, None
+        part = grad[:, ctx.start:ctx.start + ctx.n]
+        out = part.clone()
+        part.zero_()  # ready for another backward through the same graph
+        return out, None, None
+
+
+class _Prefix(torch.autograd.Function):
+    """``prefix`` (the first nodes of the state) as a function of the tokens of the levels it holds; its
+    backward adds its gradient into the state's gradient (one addition per level, not one per level pair)."""
+
+    @staticmethod
+    def forward(ctx, prefix: Tensor, state: "_State", *tokens: Tensor) -> Tensor:
+        ctx.state, ctx.r, ctx.k = state, prefix.size(1), len(tokens)
+        return prefix.view_as(prefix)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        st = ctx.state
+        if st.grad is None:
+            st.grad = torch.zeros_like(st.view)  # in the state's layout, as the level outputs are
+        st.grad[:, :ctx.r] += grad
+        return (None, None) + tuple(grad.new_zeros(0) for _ in range(ctx.k))
+
+
+class _State:
+    """The preallocated ``[B, N, *S]`` state of one forward (see the module docstring).  Under
+    ``torch.compile`` the static graph runs its levels eagerly (:func:`run_levels`): aliased storage is not
+    something dynamo traces."""
+
+    def __init__(self, x: Tensor, num_nodes: int) -> None:
+        b, feat = x.size(0), tuple(x.shape[2:])
+        if len(feat) >= 3:
+            buf = x.new_empty((b, num_nodes) + feat)
+            self.view = buf
+        else:
+            buf = x.new_empty((b,) + feat + (num_nodes,))
+            self.view = buf.movedim(-1, 1)
+        # the alias writes without bumping the version counter of the views products save
+        self._alias = torch.empty(0, dtype=buf.dtype, device=buf.device).set_(
+            buf.untyped_storage(), buf.storage_offset(), self.view.shape, self.view.stride())
+        self.tokens: List[Optional[Tensor]] = []
+        self.bounds: List[int] = []
+        self.filled = 0
+        self.grad: Optional[Tensor] = None
+
+    def write(self, start: int, y: Tensor) -> None:
+        """Copy the outputs ``y`` ``[B, n, *S]`` of nodes ``start .. start + n`` (the next level)."""
+        if start != self.filled:
+            raise AssertionError("levels must be written in order")
+        with torch.no_grad():
+            self._alias[:, start:start + y.size(1)].copy_(y)
+        self.filled += y.size(1)
+        self.bounds.append(self.filled)
+        self.tokens.append(_Slot.apply(y, self, start) if y.requires_grad else None)
+
+    def prefix(self, r: int) -> Tensor:
+        """The outputs of the first ``r`` nodes (whole levels), differentiable with respect to them."""
+        if r not in self.bounds and r != 0:
+            raise AssertionError("a prefix ends at a level boundary")
+        levels = self.bounds.index(r) + 1 if r else 0
+        tokens = [t for t in self.tokens[:levels] if t is not None]
+        if not tokens:
+            return self.view[:, :r]
+        return _Prefix.apply(self.view[:, :r], self, *tokens)

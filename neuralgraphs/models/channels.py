@@ -1,0 +1,138 @@
+r"""One static graph of single-channel nodes wired by DNW, by the RandWire generators or uniformly at random.
+
+The comparison of the DNW paper at channel granularity: every node is one channel, the candidates are every
+edge of the complete DAG over the nodes (numbered inputs first, outputs last), and the wirings differ only in
+which ``k`` candidates are active:
+
+* ``"ws"``, ``"er"``, ``"ba"``: the edges of a RandWire random graph over the same nodes, turned into a DAG
+  by the paper's numbering (:func:`~neuralgraphs.generators.random_graphs.random_dag`), fixed;
+* ``"random"``: ``k`` candidates drawn uniformly, fixed;
+* ``"dnw"``: the ``k`` candidates of largest :math:`|w|`, re-chosen every step;
+* ``"no_update"``: the top ``k`` of the initial weights, fixed;
+* ``"complete"``: every candidate.
+
+``k`` is the edge count of the WS graph the same seed draws (so every wiring but the complete one has the
+same number of active edges at the same seed), or ``budget`` when given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import Tensor, nn
+
+from neuralgraphs._checks import check_batch, check_int
+from neuralgraphs.dynamics import StaticGraph
+from neuralgraphs.generators.candidates import complete_dag
+from neuralgraphs.generators.random_graphs import random_dag
+from neuralgraphs.models.tiny import center_mean
+from neuralgraphs.nodes import image_node_op
+from neuralgraphs.wiring import FixedWiring
+
+__all__ = ["ChannelGraphClassifier", "CHANNEL_WIRINGS", "generator_edges"]
+
+#: Wirings of :class:`ChannelGraphClassifier`.
+CHANNEL_WIRINGS = ("ws", "er", "ba", "random", "dnw", "no_update", "complete")
+
+#: The RandWire generators' parameters used at one edge per node (see :class:`ChannelGraphClassifier`).
+SPARSE_GENERATORS: Dict[str, Dict[str, Any]] = {"ws": {"k": 2, "p": 0.75}, "er": {}, "ba": {"m": 1}}
+
+
+def generator_edges(kind: str, num_nodes: int, seed: int, **params: Any) -> Tensor:
+    """Edges ``[2, E]`` (lower to higher node number) of the RandWire random DAG ``kind`` over ``num_nodes``
+    nodes.  Missing parameters take the sparse defaults: ``ws(k=2, p=0.75)`` (a ring of ``N`` edges),
+    ``er(p=2 / (N - 1))`` (``N`` edges expected), ``ba(m=1)`` (a tree of ``N - 1`` edges)."""
+    defaults = dict(SPARSE_GENERATORS[kind])
+    if kind == "er":
+        defaults["p"] = min(1.0, 2.0 / (num_nodes - 1))
+    dag = random_dag(kind, num_nodes, seed, **{**defaults, **params})
+    edges = sorted((int(u), int(v)) for u, v in dag.edges)
+    return torch.tensor(edges, dtype=torch.long).t().reshape(2, -1)
+
+
+class ChannelGraphClassifier(nn.Module):
+    r"""An image classifier whose body is one static graph of single-channel nodes (see the module
+    docstring for the wirings).
+
+    * Stem: ``conv in_channels -> num_inputs 3x3, BN`` at the input resolution, one channel per input node.
+    * Graph: :class:`~neuralgraphs.dynamics.StaticGraph` on the complete DAG over ``num_nodes`` nodes (inputs
+      ``0 .. num_inputs - 1``, outputs the last ``num_outputs``), node operation instance norm -> ReLU -> 3x3
+      depthwise conv (the DNW static graph's).
+    * Head: the output nodes averaged over the central ``readout x readout`` region, then a linear layer.
+
+    Args:
+        wiring: one of :data:`CHANNEL_WIRINGS`.  (default: ``"dnw"``)
+        num_nodes: graph nodes.  (default: ``64``)
+        num_inputs: input nodes = stem channels.  (default: ``8``)
+        num_outputs: output nodes read by the head.  (default: ``16``)
+        budget: active edges of every wiring but ``"complete"`` instead of the WS graph's count.
+            (default: :obj:`None`)
+        generator_params: parameters of the WS / ER / BA generator (and of the WS graph that sets ``k``), over
+            the sparse defaults of :func:`generator_edges`.  (default: :obj:`None`)
+        in_channels: image channels.  (default: ``1``)
+        num_classes: classes.  (default: ``10``)
+        readout: side of the central square read by the head.  (default: ``4``)
+        seed: seed of the graphs, the random wiring and the initial weights.  (default: ``0``)
+
+    Shapes:
+        input ``[B, in_channels, H, W]``; output ``[B, num_classes]``.
+    """
+
+    def __init__(self, wiring: str = "dnw", num_nodes: int = 64, num_inputs: int = 8, num_outputs: int = 16,
+                 budget: Optional[int] = None, generator_params: Optional[Dict[str, Any]] = None,
+                 in_channels: int = 1, num_classes: int = 10, readout: Optional[int] = 4, seed: int = 0) -> None:
+        super().__init__()
+        if wiring not in CHANNEL_WIRINGS:
+            raise ValueError(f"wiring: expected one of {CHANNEL_WIRINGS}, got {wiring!r}")
+        n = check_int("num_nodes", num_nodes, 3)
+        n_in = check_int("num_inputs", num_inputs, 1)
+        n_out = check_int("num_outputs", num_outputs, 1)
+        check_int("in_channels", in_channels, 1)
+        check_int("num_classes", num_classes, 1)
+        seed = check_int("seed", seed, 0)
+        if n_in + n_out > n:
+            raise ValueError(f"num_nodes: {n} nodes cannot hold {n_in} inputs and {n_out} separate outputs")
+        if readout is not None:
+            check_int("readout", readout, 1)
+        if generator_params is not None and not isinstance(generator_params, dict):
+            raise TypeError(f"generator_params: expected a dict, got {type(generator_params).__name__}")
+        if budget is not None and wiring == "complete":
+            raise ValueError("budget: the complete wiring keeps every candidate; leave budget out")
+        candidates = complete_dag(n, inputs=torch.arange(n_in), outputs=torch.arange(n - n_out, n))
+        params = dict(generator_params or {})
+        ws_params = {key: v for key, v in params.items() if key in ("k", "p")}
+        k = budget if budget is not None else generator_edges("ws", n, seed, **ws_params).size(1)
+        if budget is not None:
+            check_int("budget", budget, 1)
+            if budget > candidates.num_edges:
+                raise ValueError(f"budget: at most the {candidates.num_edges} candidates of {n} nodes, got {budget}")
+        self.wiring_name, self.readout = wiring, readout
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, n_in, 3, padding=1, bias=False), nn.BatchNorm2d(n_in))
+            node_op = image_node_op(n, order="norm-relu-conv", norm="instance")
+            if wiring in ("ws", "er", "ba"):
+                kind_params = {key: v for key, v in params.items() if key in {"ws": ("k", "p"), "er": ("p",),
+                                                                            "ba": ("m",)}[wiring]}
+                edges = generator_edges(wiring, n, seed, **kind_params)
+                # candidates are the u < v pairs in row-major (target, source) order
+                flat = edges[1] * n + edges[0]
+                order = candidates.edge_index[1] * n + candidates.edge_index[0]
+                index = torch.searchsorted(order, flat.sort().values)
+                mask = torch.zeros(candidates.num_edges)
+                mask[index] = 1.0
+                graph_wiring: Any = FixedWiring(candidates, k=index.numel(), weight=mask)
+                self.graph = StaticGraph(candidates, node_op, graph_wiring, seed=seed)
+            elif wiring == "complete":
+                self.graph = StaticGraph(candidates, node_op, "complete", seed=seed)
+            else:
+                self.graph = StaticGraph(candidates, node_op, wiring, k=k, seed=seed)
+            self.fc = nn.Linear(n_out, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            raise ValueError(f"x: expected images [B, C, H, W], got "
+                             f"{list(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        check_batch(x, self.stem[0].in_channels, self.graph.weight)
+        return self.fc(center_mean(self.graph(self.stem(x)), self.readout))
