@@ -45,6 +45,13 @@ def check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:
     return value
 
 
+def check_choice(name: str, value: Any, allowed) -> str:
+    """``value``, one of the strings ``allowed``; a ``ValueError`` naming ``name`` and the choices otherwise."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name}: expected one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
 def check_seed(name: str, value: Any) -> int:
     """A seed: an int ``>= 0`` (see :func:`check_int` for the errors).
 

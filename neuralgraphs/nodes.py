@@ -199,7 +199,10 @@ class NodeNorm(NodeOp):
     * ``kind="instance"``: a (sample, node) map that is all zeros -- what a node without an active in-edge,
       or fed only by such nodes, receives -- maps to zeros, shift included, so the norm maps zero to zero
       (``maps_zero_to_zero``) and such a node stays silent in every step of a dynamic graph.  Its gradient
-      :math:`\gamma\,(g - \bar g)` still tells DNW which candidate edges would feed it.
+      :math:`\gamma\,(g - \bar g)` still tells DNW which candidate edges would feed it (the ReLU of
+      :class:`Activation` passes the gradient at exactly 0, so this also holds after a ReLU: without both,
+      the static DNW graphs could only ever take edges away from silent nodes, never give them one, and fed
+      7 of their 16 output nodes against 13 after the fix).
     * ``kind="batch"``, in training: a node whose input is constant over the batch (and space).
 
     Nodes that carry several channels (``channels=C``: features ``[B, n, C, *]``) are normalised per node and
@@ -482,11 +485,17 @@ class NodeDropPath(NodeOp):
         return f"num_nodes={self.num_nodes}, p={self.p}"
 
 
+def _relu(x: Tensor) -> Tensor:
+    # clamp's derivative at exactly 0 is 1 (a subgradient as valid as relu's 0): a silent node, whose
+    # normalised input is exactly 0, still passes gradient back to the candidate edges that would feed it
+    return torch.clamp(x, min=0)
+
+
 class Activation(nn.Module):
     """A parameter-free activation used as a node operation (``relu``, ``gelu``, ``tanh``, ``sigmoid``,
-    ``identity`` or any callable)."""
+    ``identity`` or any callable).  ``relu``'s derivative at exactly 0 is 1 (see :class:`NodeNorm`)."""
 
-    _FUNCS = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+    _FUNCS = {"relu": _relu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
               "identity": lambda x: x}
 
     def __init__(self, fn="relu") -> None:

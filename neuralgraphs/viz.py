@@ -50,13 +50,15 @@ def _save(fig, path: str) -> str:
     return path
 
 
-def plot_compare(results: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]], path: PathLike) -> str:
+def plot_compare(results: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]], path: PathLike,
+                 title: str = "test accuracy, mean ± std over seeds") -> str:
     """Bar chart of test accuracy per model, with one-standard-deviation error bars and the seeds as dots.
 
     Args:
         results: rows with ``model``, ``acc_mean`` and ``acc_std`` (optionally ``accuracies``, the per-seed
             values), or the dict written by ``neuralgraphs compare`` (its ``"models"`` rows are used).
         path (str or os.PathLike): PNG file to write; its folder must exist.
+        title (str): the figure's title. (default: ``"test accuracy, mean ± std over seeds"``)
 
     Returns:
         str: ``path``.
@@ -94,7 +96,9 @@ def plot_compare(results: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]],
     low = min([m - s for m, s in zip(means, stds)] + dots)  # every bar, error bar and seed stays in view
     ax.set_ylim(max(0.0, math.floor(low / 5) * 5 - 5), 100)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("test accuracy, mean ± std over seeds")
+    if not isinstance(title, str):
+        raise TypeError(f"title: expected a str, got {type(title).__name__}")
+    ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 

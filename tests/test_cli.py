@@ -5,9 +5,12 @@ import json
 import os
 
 import pytest
+import torch
+
+import statistics
 
 from neuralgraphs import cli
-from neuralgraphs.cli import MODEL_KEYS, main
+from neuralgraphs.cli import MODEL_KEYS, compare, main
 
 
 @pytest.fixture(scope="module")
@@ -17,25 +20,53 @@ def quick_results(tmp_path_factory):
     return out
 
 
-def test_compare_quick_writes_results(quick_results, capsys):
+def test_compare_quick_writes_results(quick_results):
     out = quick_results
-    for name in ("results.json", "results.csv", "runs.csv", "accuracy.png", "curves.png"):
+    pngs = [f"{kind}_{e}.png" for e in ("channels", "stages") for kind in ("accuracy", "curves")]
+    for name in ["results.json", "results.csv", "runs.csv"] + pngs:
         assert (out / name).is_file() and (out / name).stat().st_size > 0
-    for name in ("accuracy.png", "curves.png"):
+    for name in pngs:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "results.json").read_text())
     rows = data["models"]
-    assert [r["model"] for r in rows] == ["ws", "er", "ba", "dnw", "complete"]
+    assert [(r["experiment"], r["model"]) for r in rows] == (
+        [("channels", m) for m in ("ws", "er", "ba", "random", "dnw", "complete")]
+        + [("stages", m) for m in ("ws", "er", "ba", "dnw", "complete")])
     assert all(list(r) == list(MODEL_KEYS) for r in rows)
-    by_model = {r["model"]: r for r in rows}
-    assert by_model["ws"]["active_edges"] == by_model["dnw"]["active_edges"]
-    assert by_model["complete"]["active_edges"] > by_model["dnw"]["active_edges"]
-    assert all(0.0 <= r["acc_mean"] <= 1.0 and r["seeds"] == [0] for r in rows)
-    assert len(data["runs"]) == 5 and data["config"]["quick"] is True
+    for e in ("channels", "stages"):
+        by_model = {r["model"]: r for r in rows if r["experiment"] == e}
+        # equal edges for the WS graph and DNW (same seeds), more for the complete graph
+        assert by_model["ws"]["active_edges"] == by_model["dnw"]["active_edges"]
+        assert by_model["complete"]["active_edges"] > by_model["dnw"]["active_edges"]
+        # the smoke run is trained well above chance (10 %), every model
+        assert all(r["acc_mean"] > 0.3 for r in by_model.values()), {m: r["acc_mean"] for m, r in by_model.items()}
+        # Welch's test against DNW, recomputed here from the per-seed accuracies
+        dnw = by_model["dnw"]["accuracies"]
+        for m, r in by_model.items():
+            assert r["seeds"] == [0, 1] and len(r["accuracies"]) == 2
+            if m == "dnw":
+                assert r["welch_t"] is None and r["diff_vs_dnw"] is None
+                continue
+            a = r["accuracies"]
+            va, vb = statistics.variance(dnw) / 2, statistics.variance(a) / 2
+            if va + vb > 0:
+                assert r["welch_t"] == pytest.approx((statistics.fmean(dnw) - statistics.fmean(a)) / (va + vb) ** 0.5)
+            assert r["diff_vs_dnw"] == pytest.approx(statistics.fmean(dnw) - statistics.fmean(a))
+    assert len(data["runs"]) == 2 * 11 and data["config"]["quick"] is True
     with open(out / "results.csv", newline="") as f:
         csv_rows = list(csv.DictReader(f))
     assert [r["model"] for r in csv_rows] == [r["model"] for r in rows]
     assert float(csv_rows[0]["acc_mean"]) == pytest.approx(rows[0]["acc_mean"])
+
+
+def test_welch_against_scipy():
+    from scipy import stats
+
+    a, b = [0.91, 0.94, 0.93, 0.95, 0.92], [0.85, 0.90, 0.88, 0.80, 0.86]
+    t, p = compare.welch(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
+    assert all(v != v for v in compare.welch([0.9], b))  # one value: nan
 
 
 def test_inspect_checkpoint_and_graph(tmp_path, capsys):
@@ -93,6 +124,9 @@ def test_inspect_truncated_checkpoint_is_an_argparse_error(tmp_path, capsys):
     (["--budget", "0"], "--budget"), (["--models", "ws,foo"], "--models"), (["--lr", "-0.1"], "--lr"),
     (["--lr", "nan"], "--lr"), (["--batch-size", "0"], "--batch-size"), (["--threads", "0"], "--threads"),
     (["--nodes", "4", "--budget", "100"], "--budget"), (["--bogus"], "--bogus"),
+    (["--graph-nodes", "20"], "--graph-nodes"), (["--graph-nodes", "30", "--graph-budget", "1000"], "--graph-budget"),
+    (["--experiments", "stages", "--graph-budget", "10"], "--graph-budget"), (["--experiments", "both"], "--experiments"),
+    (["--jobs", "0"], "--jobs"), (["--graph-models", "ws,ws"], "--graph-models"),
 ])
 def test_bad_options_exit_with_argparse_error(args, option, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
@@ -115,7 +149,7 @@ def test_config_yaml(tmp_path, capsys, monkeypatch):
     bad.write_text("epochs: 3\nlearning_rate: 0.1\n")
     seen = {}
     # Stop before training: only the resolved options are checked here.
-    monkeypatch.setattr(cli, "run_compare", lambda opts: seen.update(opts) or (_ for _ in ()).throw(KeyError))
+    monkeypatch.setattr(compare, "run_compare", lambda opts: seen.update(opts) or (_ for _ in ()).throw(KeyError))
     with pytest.raises(KeyError):
         main(["compare", "--config", str(good), "--epochs", "2", "--out", str(tmp_path)])
     assert seen["epochs"] == 2  # the command line wins over the file
@@ -152,14 +186,13 @@ def test_python_m_entry_point():
 def _no_training(monkeypatch):
     def fail(opts):
         raise AssertionError("training started")
-    monkeypatch.setattr(cli, "run_compare", fail)
+    monkeypatch.setattr(compare, "run_compare", fail)
 
 
 @pytest.mark.parametrize("args, option, words", [
     (["--out", "{file}/sub"], "--out", "cannot create the folder"),
-    (["--nodes", "4", "--models", "ws,er"], "--nodes", "ws need at least 5 nodes"),
-    (["--nodes", "4", "--models", "dnw"], "--nodes", "dnw need at least 5 nodes"),
     (["--budget", "10", "--models", "ws,er"], "--budget", "sets the dnw model's edges"),
+    (["--graph-nodes", "24"], "--graph-nodes", "at least 25 nodes"),
 ])
 def test_compare_refuses_before_training(args, option, words, tmp_path, capsys, monkeypatch):
     _no_training(monkeypatch)
@@ -172,12 +205,15 @@ def test_compare_refuses_before_training(args, option, words, tmp_path, capsys, 
     assert exc.value.code == 2 and option in err and words in err
 
 
-def test_compare_small_graphs_that_need_no_ws_graph_are_allowed(tmp_path, monkeypatch):
+def test_compare_small_stages_are_allowed(tmp_path, monkeypatch):
+    # the sparse WS stages (k = 2) need three nodes, not five
     seen = {}
-    monkeypatch.setattr(cli, "run_compare", lambda opts: seen.update(opts) or (_ for _ in ()).throw(KeyError))
+    monkeypatch.setattr(compare, "run_compare", lambda opts: seen.update(opts) or (_ for _ in ()).throw(KeyError))
     with pytest.raises(KeyError):
-        main(["compare", "--nodes", "4", "--models", "er,ba,dnw", "--budget", "5", "--out", str(tmp_path / "o")])
+        main(["compare", "--nodes", "4", "--models", "ws,dnw", "--out", str(tmp_path / "o")])
     assert seen["nodes"] == 4 and os.path.isdir(tmp_path / "o")  # the folder exists before training
+    model = compare._build("stages", "ws", 0, {**compare.COMPARE_DEFAULTS, "nodes": 4})
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("value", ["null", "[a]"])

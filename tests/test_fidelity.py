@@ -65,3 +65,35 @@ def test_static_dnw_is_not_below_random_at_equal_edges():
             history = fit(model, train, test, epochs=15, lr=0.1, weight_decay=5e-5, progress=False, seed=seed)
             accs[wiring].append(history["test_acc"][-1])
     assert statistics.fmean(accs["dnw"]) >= statistics.fmean(accs["random"]), accs
+
+
+def test_a_candidate_into_a_silent_node_gets_the_gradient_of_a_unit_scale_normalisation():
+    # static node op: instance norm -> ReLU -> 3x3 conv.  Node 2 (an output) has no active in-edge: its norm
+    # sees zeros.  The straight-through gradient of the inactive candidate 1 -> 2 is <z_1, dL/da_2> with the
+    # norm at unit scale (gain gamma, not gamma / sqrt(eps)) and ReLU passing the gradient at exactly 0
+    # (clamp's subgradient), written out here with plain torch ops: without it DNW could never feed node 2.
+    from neuralgraphs import NeuralGraph, StaticGraph, image_node_op
+
+    graph = NeuralGraph.from_edge_list([(0, 1), (1, 2), (0, 2)], inputs=[0], outputs=[1, 2])
+    torch.manual_seed(0)
+    m = StaticGraph(graph, image_node_op(3), "dnw", k=1).double()
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([0.7, 0.01, -0.02], dtype=torch.float64))  # only 0 -> 1 is active
+        m.node_op[0].weight.copy_(torch.tensor([1.3, 0.8, 1.7], dtype=torch.float64))
+    cand = {tuple(e): i for i, e in enumerate(m.graph.edge_index.t().tolist())}
+    assert m.active().index.tolist() == [cand[(0, 1)]]
+    x = torch.randn(2, 1, 5, 5, dtype=torch.float64)
+    r = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    (m(x) * r).sum().backward()
+    # the reference: node 2's output is conv(relu(norm(a))) with a = 0; d/da at 0 = gamma * (h - mean h),
+    # h = conv^T(r_2) (relu's slope 1 at 0)
+    conv = m.node_op[3].weight[2:3].detach()
+    h = F.conv_transpose2d(r[:, 1:2], conv, padding=1)
+    grad_a = m.node_op[0].weight[2].detach() * (h - h.mean((2, 3), keepdim=True))
+    with torch.no_grad():
+        z0 = m.node_op(x, slice(0, 1))
+        a1 = 0.7 * z0
+        z1 = m.node_op(a1, slice(1, 2))
+    expected = (z1 * grad_a).sum()
+    assert abs(float(expected)) > 1e-3
+    torch.testing.assert_close(m.weight.grad[cand[(1, 2)]], expected)

@@ -64,7 +64,9 @@ class _Prefix(torch.autograd.Function):
         if st.grad is None:
             st.grad = torch.zeros_like(st.view)  # in the state's layout, as the level outputs are
         st.grad[:, :ctx.r] += grad
-        return (None, None) + tuple(grad.new_zeros(0) for _ in range(ctx.k))
+        # nothing for the tokens themselves: autograd still runs each slot's backward once all its consumers
+        # have run (an empty gradient, nothing to add up)
+        return (None, None) + (None,) * ctx.k
 
 
 class _State:
@@ -107,3 +109,10 @@ class _State:
         if not tokens:
             return self.view[:, :r]
         return _Prefix.apply(self.view[:, :r], self, *tokens)
+
+    def close(self) -> Tensor:
+        """The outputs of every node, and the end of the forward: the state lets go of its level tokens, which
+        the autograd graph holds (a state keeping them would form a reference cycle through that graph)."""
+        out = self.prefix(self.filled)
+        self.tokens = []
+        return out

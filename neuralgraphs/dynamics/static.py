@@ -184,7 +184,7 @@ class StaticGraph(WiredGraph):
             if signal is not None:
                 y = y * signal[r0:r1].view((1, n) + (1,) * len(feat))
             state.write(r0, y)
-        return state.prefix(self.graph.num_nodes)
+        return state.close()
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", levels={self.num_levels}"

@@ -183,8 +183,9 @@ def digits_network(kind: str, *, num_nodes: int = 16, channels: int = 16, num_st
       ``random_dag(kind, N, stage_seed)`` with :func:`default_generator_params` (overridden by
       ``generator_params``);
     * ``"dnw"``: :class:`~neuralgraphs.models.DNWStage` whose ``k`` is the edge count (with input / output
-      edges) of the WS(4, 0.75) graph drawn with the same stage seed, or ``budget`` when given -- so ``"ws"``
-      and ``"dnw"`` have equal active edges for the same seed;
+      edges) of the WS graph (``generator_params``, default ``k=4, p=0.75``) drawn with the same stage seed,
+      or ``budget`` when given -- so ``"ws"`` and ``"dnw"`` have equal active edges for the same seed and
+      generator parameters;
     * ``"complete"``: :class:`~neuralgraphs.models.DNWStage` with every candidate active.
 
     Stage seeds come from :func:`~neuralgraphs.generators.random_graphs.stage_seeds`.
@@ -196,7 +197,8 @@ def digits_network(kind: str, *, num_nodes: int = 16, channels: int = 16, num_st
         num_stages: number of stages.  (default: ``2``)
         seed: base seed.  (default: ``0``)
         budget: active edges per DNW stage instead of the WS count.  (default: :obj:`None`)
-        generator_params: generator parameters for ws / er / ba.  (default: :obj:`None`)
+        generator_params: generator parameters for ws / er / ba, and of the WS graph that sets dnw's budget.
+            (default: :obj:`None`)
         num_classes: classes.  (default: ``10``)
         drop_path: DropPath probability.  (default: ``0.0``)
         num_blocks: blocks of the DNW / complete stages' candidate DAG.  (default: :obj:`None`, complete)
@@ -216,13 +218,14 @@ def digits_network(kind: str, *, num_nodes: int = 16, channels: int = 16, num_st
             raise ValueError(f"budget: only used by kind='dnw', got kind={kind!r}")
         check_int("budget", budget, 1)
     if generator_params is not None:
-        if kind not in ("ws", "er", "ba"):
-            raise ValueError(f"generator_params: only used by 'ws', 'er' and 'ba', got kind={kind!r}")
+        if kind == "complete" or (kind == "dnw" and budget is not None):
+            raise ValueError(f"generator_params: used by 'ws', 'er', 'ba' and by 'dnw' without a budget (the WS "
+                             f"graph that sets it), got kind={kind!r}" + (" with a budget" if kind == "dnw" else ""))
         if not isinstance(generator_params, dict):
             raise TypeError(f"generator_params: expected a dict, got {type(generator_params).__name__}")
     if num_blocks is not None and kind not in ("dnw", "complete"):
         raise ValueError(f"num_blocks: only used by kind='dnw' and 'complete', got kind={kind!r}")
-    default_ws = (kind == "ws" and "k" not in (generator_params or {})) or (kind == "dnw" and budget is None)
+    default_ws = kind in ("ws", "dnw") and budget is None and "k" not in (generator_params or {})
     if default_ws and n < 5:
         way_out = "give budget=" if kind == "dnw" else "give generator_params=dict(k=2)"
         raise ValueError(f"num_nodes: kind={kind!r} draws a WS graph with k=4 neighbours, which needs at least 5 "
@@ -243,7 +246,8 @@ def digits_network(kind: str, *, num_nodes: int = 16, channels: int = 16, num_st
             params = {**default_generator_params(kind, n), **(generator_params or {})}
             stages.append(RandWireStage(random_dag(kind, n, s, **params), c, c, stride, drop_path, seed=s))
         elif kind == "dnw":
-            k = budget if budget is not None else stage_edge_count(random_dag("ws", n, s, k=4, p=0.75))
+            ws = {"k": 4, "p": 0.75, **(generator_params or {})}
+            k = budget if budget is not None else stage_edge_count(random_dag("ws", n, s, **ws))
             stages.append(DNWStage(n, c, c, k, stride, s, drop_path, num_blocks=num_blocks))
         else:
             stages.append(DNWStage(n, c, c, None, stride, s, drop_path, wiring="complete", num_blocks=num_blocks))

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from neuralgraphs._checks import check_batch
+from neuralgraphs._checks import check_batch, check_choice, check_int
 from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, StaticGraph, WiredGraph
 from neuralgraphs.generators.candidates import blocked_dag, complete_graph
 from neuralgraphs.graph import NeuralGraph
@@ -20,20 +20,6 @@ from neuralgraphs.nodes import Activation, NodeAffine, NodeNorm, NodeSequential,
 from neuralgraphs.wiring import WIRINGS
 
 KINDS = ("static", "discrete", "continuous")
-
-
-def _check_choice(value: Any, name: str, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name}: expected one of {tuple(allowed)}, got {value!r}")
-    return value
-
-
-def _check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def _check_density(density: Any) -> float:
@@ -113,10 +99,10 @@ _TINY_DEFAULTS = {"blocks": (32, 192, 192, 192, 192), "steps": 5, "rtol": 1e-3, 
 def _check_common(wiring, steps, seed, backend) -> None:
     """The arguments both classifiers share (``kind`` is checked first, before its arguments are resolved;
     the solver's arguments by :class:`ContinuousTimeGraph`)."""
-    _check_choice(wiring, "wiring", WIRINGS)
-    _check_int(steps, "steps")
-    _check_int(seed, "seed", 0)
-    _check_choice(backend, "backend", ("auto", "dense", "csr"))
+    check_choice("wiring", wiring, WIRINGS)
+    check_int("steps", steps, 1)
+    check_int("seed", seed, 0)
+    check_choice("backend", backend, ("auto", "dense", "csr"))
 
 
 class TinyClassifier(nn.Module):
@@ -191,7 +177,7 @@ class TinyClassifier(nn.Module):
                  options: Optional[Dict[str, Any]] = None, in_channels: int = 3, num_classes: int = 10,
                  readout: Optional[int] = 4, seed: int = 0, backend: str = "auto") -> None:
         super().__init__()
-        _check_choice(kind, "kind", KINDS)
+        check_choice("kind", kind, KINDS)
         given = dict(blocks=blocks, steps=steps, rtol=rtol, atol=atol, method=method, adjoint=adjoint,
                      options=options)
         a = _only_for("kind", kind, _TINY_USES, given, _TINY_DEFAULTS)
@@ -199,15 +185,15 @@ class TinyClassifier(nn.Module):
         _check_common(wiring, steps, seed, backend)
         for name, v in (("num_nodes", num_nodes), ("num_inputs", num_inputs), ("num_outputs", num_outputs),
                         ("in_channels", in_channels), ("num_classes", num_classes)):
-            _check_int(v, name)
+            check_int(name, v, 1)
         _check_density(density)
         if readout is not None:
-            _check_int(readout, "readout")
+            check_int("readout", readout, 1)
         if num_inputs + num_outputs > num_nodes:
             raise ValueError(f"num_nodes: {num_nodes} nodes cannot hold {num_inputs} inputs and "
                              f"{num_outputs} separate outputs")
         if kind == "static":
-            blocks = tuple(_check_int(b, f"blocks[{i}]") for i, b in enumerate(blocks))
+            blocks = tuple(check_int(f"blocks[{i}]", b, 1) for i, b in enumerate(blocks))
             if sum(blocks) != num_nodes:
                 raise ValueError(f"blocks: sizes sum to {sum(blocks)} but num_nodes is {num_nodes}")
             if blocks[0] != num_inputs:
@@ -292,7 +278,7 @@ class DigitsGraphClassifier(nn.Module):
                  options: Optional[Dict[str, Any]] = None, head: Optional[str] = None, seed: int = 0,
                  backend: str = "auto") -> None:
         super().__init__()
-        _check_choice(kind, "kind", KINDS)
+        check_choice("kind", kind, KINDS)
         if not isinstance(as_images, bool):
             raise TypeError(f"as_images: expected a bool, got {type(as_images).__name__}")
         given = dict(num_blocks=num_blocks, steps=steps, method=method, rtol=rtol, atol=atol, options=options)
@@ -304,16 +290,16 @@ class DigitsGraphClassifier(nn.Module):
         if options is None and method in ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams"):
             options = {"step_size": 0.5}
         _check_common(wiring, steps, seed, backend)
-        _check_choice(head, "head", ("linear", "identity"))
-        _check_int(num_blocks, "num_blocks")
+        check_choice("head", head, ("linear", "identity"))
+        check_int("num_blocks", num_blocks, 1)
         _check_density(density)
         if not as_images:
             num_inputs, num_outputs = 64, 10
-        _check_int(num_inputs, "num_inputs")
-        _check_int(num_outputs, "num_outputs")
+        check_int("num_inputs", num_inputs, 1)
+        check_int("num_outputs", num_outputs, 1)
         if num_nodes is None:
             num_nodes = 64 if as_images else 138
-        _check_int(num_nodes, "num_nodes")
+        check_int("num_nodes", num_nodes, 1)
         hidden = num_nodes - num_inputs - num_outputs
         if hidden < (num_blocks if kind == "static" else 0):
             raise ValueError(f"num_nodes: {num_nodes} nodes leave {hidden} hidden nodes after {num_inputs} "
