@@ -124,7 +124,7 @@ def test_inspect_truncated_checkpoint_is_an_argparse_error(tmp_path, capsys):
     (["--budget", "0"], "--budget"), (["--models", "ws,foo"], "--models"), (["--lr", "-0.1"], "--lr"),
     (["--lr", "nan"], "--lr"), (["--batch-size", "0"], "--batch-size"), (["--threads", "0"], "--threads"),
     (["--nodes", "4", "--budget", "100"], "--budget"), (["--bogus"], "--bogus"),
-    (["--graph-nodes", "20"], "--graph-nodes"), (["--graph-nodes", "30", "--graph-budget", "1000"], "--graph-budget"),
+    (["--graph-nodes", "12"], "--graph-nodes"), (["--graph-nodes", "30", "--graph-budget", "1000"], "--graph-budget"),
     (["--experiments", "stages", "--graph-budget", "10"], "--graph-budget"), (["--experiments", "both"], "--experiments"),
     (["--jobs", "0"], "--jobs"), (["--graph-models", "ws,ws"], "--graph-models"),
 ])
@@ -192,7 +192,7 @@ def _no_training(monkeypatch):
 @pytest.mark.parametrize("args, option, words", [
     (["--out", "{file}/sub"], "--out", "cannot create the folder"),
     (["--budget", "10", "--models", "ws,er"], "--budget", "sets the dnw model's edges"),
-    (["--graph-nodes", "24"], "--graph-nodes", "at least 25 nodes"),
+    (["--graph-nodes", "12"], "--graph-nodes", "at least 13 nodes"),
 ])
 def test_compare_refuses_before_training(args, option, words, tmp_path, capsys, monkeypatch):
     _no_training(monkeypatch)

@@ -88,7 +88,8 @@ def dense_matrix(module, mask, labels=None):
 
 def static_reference(module, graph, a, x):
     """Node by node in a networkx topological order of the original graph; a node that no input reaches
-    through active edges (non-zero entries of ``a``) outputs zeros, whatever its operation maps zero to."""
+    through active edges (non-zero entries of ``a``) outputs zeros, whatever its operation maps zero to, and
+    passes the gradient of its operation back (as if it were fed)."""
     labels = module.graph.node_labels
     new_id = {orig: new for new, orig in enumerate(labels)}
     g = nx.DiGraph()
@@ -105,7 +106,8 @@ def static_reference(module, graph, a, x):
         if v in inputs:
             inp = inp + x[:, inputs.index(v)]
         out = module.node_op(inp.unsqueeze(1), slice(new_id[v], new_id[v] + 1)).squeeze(1)
-        z[v] = out if v in reached or not silenced_by_mask(module) else torch.zeros_like(out)
+        # a silent node: zeros forward, the gradient of the fed node backward
+        z[v] = out if v in reached or not silenced_by_mask(module) else out - out.detach()
     return torch.stack([z[o] for o in graph.outputs.tolist()], 1)
 
 
@@ -140,7 +142,9 @@ def discrete_reference(module, a, x, steps, every_step=False):
         if every_step:
             agg = agg + z0
         keep = torch.tensor([float(v in reached or not silenced_by_mask(module)) for v in range(n)], dtype=z.dtype)
-        z = module.post_op(agg, slice(0, n)) * keep.view((1, n) + (1,) * (agg.dim() - 2))
+        keep = keep.view((1, n) + (1,) * (agg.dim() - 2))
+        z = module.post_op(agg, slice(0, n))
+        z = z * keep + (z - z.detach()) * (1 - keep)  # silent nodes: zeros forward, gradient passed back
     return z[:, module.graph.outputs]
 
 

@@ -39,7 +39,8 @@ def _bn(h, weight, bias, eps=1e-5):
 
 
 def _sepconv(a, dw, pw, stride):
-    h = F.conv2d(F.relu(a), dw, stride=stride, padding=1, groups=a.size(1))
+    # ReLU with slope 1 at exactly 0, as the library's (a silent node's zeros pass the gradient back)
+    h = F.conv2d(torch.clamp(a, min=0), dw, stride=stride, padding=1, groups=a.size(1))
     return F.conv2d(h, pw)
 
 
@@ -243,7 +244,8 @@ def test_drop_path_statistics():
 # ---------------------------------------------------------------------------------------------- DNW stage
 def _dnw_reference(stage, x, drop=None):
     """Node by node over *all* candidates, weights w * mask as a leaf: its gradient is the straight-through
-    gradient.  A hidden node that no active path from the input reaches outputs zeros.
+    gradient.  A hidden node that no active path from the input reaches outputs zeros (and passes the gradient
+    of its operation back, as if it were fed).
 
     ``drop``: optional ``[N, B]`` per-sample factor multiplying each hidden node's output (DropPath)."""
     act = stage.wiring(stage.weight)
@@ -255,13 +257,17 @@ def _dnw_reference(stage, x, drop=None):
     reached = {0}
     for v in range(1, n + 1):
         into = [e for e in range(len(src)) if dst[e] == v]
-        if not any(act.mask[e] and src[e] in reached for e in into):
-            z[v] = torch.zeros_like(z[0])
-            continue
-        reached.add(v)
         a = sum(w[e] * z[src[e]] for e in into)
-        z[v] = _bn(_sepconv(a, inner[1].depthwise[v - 1], inner[1].pointwise[v - 1], 1),
-                   inner[2].weight[v - 1], inner[2].bias[v - 1])
+        # a batch norm of an input constant over the batch (a silent node's zeros) at unit scale
+        h = _sepconv(a, inner[1].depthwise[v - 1], inner[1].pointwise[v - 1], 1)
+        flat = (h.amax((0, 2, 3)) == h.amin((0, 2, 3))).view(1, -1, 1, 1)
+        out = torch.where(flat, (h - h.mean((0, 2, 3), keepdim=True)) * inner[2].weight[v - 1].view(1, -1, 1, 1)
+                          + inner[2].bias[v - 1].view(1, -1, 1, 1), _bn(h, inner[2].weight[v - 1], inner[2].bias[v - 1]))
+        if any(act.mask[e] and src[e] in reached for e in into):
+            reached.add(v)
+            z[v] = out
+        else:  # silent: zeros forward, the gradient of a fed node backward
+            z[v] = out - out.detach()
         if drop is not None:
             z[v] = z[v] * drop[v - 1].view(-1, 1, 1, 1)
     out = sum(w[e] * z[src[e]] for e in range(len(src)) if dst[e] == n + 1)

@@ -9,8 +9,9 @@ Two experiments, over several seeds each, with Welch's test of DNW against every
   ``k`` the WS graph's edge count; the complete graph is the upper reference.
 * ``stages`` -- the RandWire macro-architecture (:func:`~neuralgraphs.models.randwire.digits_network`:
   stages of C-channel nodes).  The random stages are WS, ER and BA graphs; the DNW stage chooses its edges
-  among every edge of the complete DAG over the stage's nodes plus ``input -> v`` and ``v -> output``, with
-  the budget of the WS stage of the same seed.
+  among the edges from one block of the stage's nodes to a later one plus ``input -> v`` and ``v -> output``
+  (``--blocks``, each block run at once), with the budget of the WS stage of the same seed; the complete
+  stage uses all of them.
 
 Both use the sparse settings of the generators (about one edge per node: WS(2, 0.75), ER(2 / (N - 1)),
 BA(1)): the digits are easy enough that every wiring reaches about 97 % at a few edges per node, and
@@ -37,17 +38,18 @@ CHANNEL_MODELS = ("ws", "er", "ba", "random", "dnw", "complete")
 STAGE_MODELS = ("ws", "er", "ba", "dnw", "complete")
 RANDOM_MODELS = ("ws", "er", "ba", "random")
 # input nodes (stem channels) and output nodes (read by the head) of the channels experiment's graph
-GRAPH_INPUTS, GRAPH_OUTPUTS = 8, 16
+GRAPH_INPUTS, GRAPH_OUTPUTS = 4, 8
 
 #: Defaults of ``neuralgraphs compare`` (measured to finish within 5 minutes on 2 CPU cores).
 COMPARE_DEFAULTS: Dict[str, Any] = {
     "experiments": list(EXPERIMENTS), "epochs": 10, "seeds": [0, 1, 2, 3, 4],
     "graph_nodes": 32, "graph_budget": None, "graph_models": list(CHANNEL_MODELS),
-    "nodes": 16, "channels": 8, "budget": None, "models": list(STAGE_MODELS),
+    "nodes": 12, "channels": 8, "budget": None, "blocks": 4, "models": list(STAGE_MODELS),
     "lr": 0.1, "batch_size": 64, "jobs": None, "threads": 1, "out": "compare_results", "progress": True,
 }
 #: What ``--quick`` changes (a smoke test under a minute, trained well above chance); explicit options win.
-QUICK_DEFAULTS: Dict[str, Any] = {"epochs": 4, "seeds": [0, 1], "graph_nodes": 28, "nodes": 8, "channels": 4}
+QUICK_DEFAULTS: Dict[str, Any] = {"epochs": 4, "seeds": [0, 1], "batch_size": 32, "graph_nodes": 16, "nodes": 8,
+                                  "channels": 8}
 
 #: Keys of each row of an experiment's ``"models"`` in ``results.json`` (and the columns of ``results.csv``).
 MODEL_KEYS = ("experiment", "model", "acc_mean", "acc_std", "accuracies", "diff_vs_dnw", "welch_t", "welch_p",
@@ -144,7 +146,8 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "experiments": _subset(EXPERIMENTS, "experiments"), "epochs": _int_at_least(1), "seeds": _seeds,
     "graph_nodes": _int_at_least(1), "graph_budget": _int_at_least(1),
     "graph_models": _subset(CHANNEL_MODELS, "model(s)"), "nodes": _int_at_least(3), "channels": _int_at_least(2),
-    "budget": _int_at_least(1), "models": _subset(STAGE_MODELS, "model(s)"), "lr": _positive_float,
+    "budget": _int_at_least(1), "blocks": _int_at_least(1), "models": _subset(STAGE_MODELS, "model(s)"),
+    "lr": _positive_float,
     "batch_size": _int_at_least(1), "jobs": _int_at_least(1), "threads": _int_at_least(1), "out": _out_dir,
     "progress": _bool, "quick": _bool,
 }
@@ -175,6 +178,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     opt("--channels", type=_PARSERS["channels"], help=f"stages experiment: channels per node (default: {d['channels']})")
     opt("--budget", type=_PARSERS["budget"],
         help="stages experiment: active edges per DNW stage (default: the WS stage's, same seed)")
+    opt("--blocks", type=_PARSERS["blocks"],
+        help="stages experiment: blocks of hidden nodes of the DNW and complete stages' candidate DAG, each run "
+        f"at once (default: {d['blocks']})")
     opt("--models", type=_PARSERS["models"],
         help=f"stages experiment: subset of {','.join(STAGE_MODELS)} (default: all)")
     opt("--lr", type=_positive_float, help=f"peak learning rate, cosine schedule (default: {d['lr']})")
@@ -258,6 +264,8 @@ def _check_sizes(opts: Dict[str, Any], parser: argparse.ArgumentParser) -> None:
         if opts["budget"] is not None and opts["budget"] > limit:
             parser.error(f"argument --budget: at most {limit} edges (every candidate of a {n}-node DNW stage), "
                          f"got {opts['budget']}")
+        if opts["blocks"] > n:
+            parser.error(f"argument --blocks: at most the {n} nodes of a stage, got {opts['blocks']}")
         if opts["budget"] is not None and "dnw" not in opts["models"]:
             parser.error(f"argument --budget: sets the dnw model's edges, but the models are {','.join(opts['models'])}")
     elif opts["budget"] is not None:
@@ -299,8 +307,9 @@ def _build(experiment: str, model: str, seed: int, opts: Dict[str, Any]):
         # k of each stage: the edge count of the sparse WS stage of the same seed, or --budget
         budget = opts["budget"]
         return digits_network("dnw", num_nodes=opts["nodes"], channels=opts["channels"], seed=seed, budget=budget,
-                              generator_params=None if budget is not None else sparse["ws"])
-    return digits_network(model, num_nodes=opts["nodes"], channels=opts["channels"], seed=seed)
+                              generator_params=None if budget is not None else sparse["ws"], num_blocks=opts["blocks"])
+    return digits_network(model, num_nodes=opts["nodes"], channels=opts["channels"], seed=seed,
+                          num_blocks=opts["blocks"])
 
 
 def run_one(job: Tuple[str, str, int], opts: Dict[str, Any]) -> Dict[str, Any]:

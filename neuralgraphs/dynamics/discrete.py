@@ -11,7 +11,7 @@ from neuralgraphs.dynamics.base import WiredGraph
 from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.nodes import Identity, check_num_nodes, maps_zero_to_zero
 from neuralgraphs.propagate import PropagationPlan
-from neuralgraphs.wiring import Wiring
+from neuralgraphs.wiring import Wiring, straight_through_mask as silence
 
 
 def _keeps_running_stats(module: nn.Module) -> bool:
@@ -167,7 +167,8 @@ class DiscreteTimeGraph(WiredGraph):
                 agg = agg + x0[:, rows]
             z = self.post_op(agg, rows)
             if signals is not None:
-                z = z * signals[t, rows].to(z.dtype).view((1, -1) + (1,) * (z.dim() - 2))
+                # zeros forward, the gradient of a fed node backward (see StaticGraph)
+                z = silence(z, signals[t, rows].to(z.dtype).view((1, -1) + (1,) * (z.dim() - 2)))
         return z.index_select(1, self._out_local if rows_only else self.outputs)
 
     def extra_repr(self) -> str:

@@ -12,7 +12,7 @@ from neuralgraphs.nodes import maps_zero_to_zero
 from neuralgraphs.propagate import PropagationPlan
 from neuralgraphs._compat import eager_in_compile
 from neuralgraphs.dynamics._state import _State
-from neuralgraphs.wiring import Wiring
+from neuralgraphs.wiring import Wiring, straight_through_mask as silence
 from neuralgraphs.dynamics.base import WiredGraph
 
 
@@ -182,7 +182,9 @@ class StaticGraph(WiredGraph):
                 inp = inp.index_add(1, self.inject_rows[i0:i1], x.index_select(1, self.inject_cols[i0:i1]))
             y = self.node_op(inp, slice(r0, r1))
             if signal is not None:
-                y = y * signal[r0:r1].view((1, n) + (1,) * len(feat))
+                # zeros forward; backward as if the node were fed, the straight-through rule's "as if
+                # active": the candidates that would feed a silent node learn that they would help
+                y = silence(y, signal[r0:r1].view((1, n) + (1,) * len(feat)))
             state.write(r0, y)
         return state.close()
 

@@ -25,6 +25,12 @@ __all__ = ["RandWireNet", "DigitsRandWire", "digits_network", "DIGITS_KINDS", "d
 DIGITS_KINDS = ("ws", "er", "ba", "dnw", "complete")
 
 
+def _relu(x: Tensor) -> Tensor:
+    # slope 1 at exactly 0: a stage with no active path from its input to its output outputs zeros, and its
+    # candidate edges still learn which of them would carry a signal (see neuralgraphs.nodes.NodeNorm)
+    return torch.clamp(x, min=0)
+
+
 def _conv_out(size: int, stride: int) -> int:
     # 3x3 conv with padding 1
     return (size - 1) // stride + 1
@@ -147,7 +153,7 @@ class RandWireNet(_StagedNet):
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-        x = F.relu(self.head_bn(self.head_conv(F.relu(x))))
+        x = F.relu(self.head_bn(self.head_conv(_relu(x))))
         return self.fc(self.dropout(x.mean((2, 3))))
 
 
@@ -165,7 +171,7 @@ class DigitsRandWire(_StagedNet):
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-        return self.fc(F.relu(x).mean((2, 3)))
+        return self.fc(_relu(x).mean((2, 3)))
 
 
 def digits_network(kind: str, *, num_nodes: int = 16, channels: int = 16, num_stages: int = 2, seed: int = 0,

@@ -339,7 +339,8 @@ class DNWStage(StaticGraph):
             super().__init__(candidates, node_op, wiring, k=k, seed=seed)
             if ci != c:
                 self.proj: Optional[nn.Conv2d] = nn.Conv2d(ci, c, 1, stride=stride, bias=False)
-                self.proj_bn: Optional[nn.BatchNorm2d] = nn.BatchNorm2d(c)
+                # normalises a silent input (a previous stage without an active path) at unit scale
+                self.proj_bn: Optional[NodeNorm] = NodeNorm(1, "batch", channels=c)
             else:
                 self.proj = self.proj_bn = None
         self.in_channels, self.out_channels, self.stride, self.drop_path = ci, c, stride, p
@@ -365,7 +366,7 @@ class DNWStage(StaticGraph):
     def downsample(self, x: Tensor) -> Tensor:
         """The ``input`` node: the stage input downsampled (and projected) once."""
         if self.proj is not None:
-            return self.proj_bn(self.proj(x))
+            return self.proj_bn(self.proj(x).unsqueeze(1))[:, 0]
         if self.stride > 1:
             return F.avg_pool2d(x, self.stride, self.stride, ceil_mode=True)
         return x
