@@ -174,3 +174,44 @@ def test_counts_validate_arguments():
         count_flops(TinyClassifier("static", num_nodes=20, num_inputs=4, num_outputs=4, blocks=(4, 8, 8)), (0, 3))
     with pytest.raises(ValueError, match="module"):
         live_nodes(torch.nn.Linear(2, 2))
+
+
+def test_randwire_stage_counts_by_hand():
+    # the diamond 0 -> {1, 2} -> 3: one source (0), one sink (3); 3 -> 4 channels, stride 2, input 3 x 8 x 8
+    import networkx as nx
+
+    from neuralgraphs.models import RandWireStage
+
+    dag = nx.DiGraph([(0, 1), (0, 2), (1, 3), (2, 3)])
+    stage = RandWireStage(dag, in_channels=3, out_channels=4, stride=2, seed=0)
+    ci, c, pos = 3, 4, 4 * 4  # the nodes run at 4 x 4
+    source = 9 * ci + ci * c + 2 * c  # depthwise, pointwise, BN affine of the source's own operation
+    inner = 9 * c + c * c + 2 * c  # each of nodes 1, 2, 3
+    # 4 edge logits + 1 input -> source logit
+    assert count_parameters(stage) == 4 + 1 + source + 3 * inner
+    macs = ((9 * ci + ci * c) * pos  # the source's separable conv at stride 2
+            + ci * 8 * 8  # the input -> source scaling
+            + 4 * c * pos  # the four hidden edges, one multiply-add per element
+            + 3 * (9 * c + c * c) * pos  # nodes 1, 2, 3
+            + c * pos)  # the average over the one sink
+    assert count_flops(stage, (3, 8, 8)) == macs
+
+
+def test_dnw_stage_counts_by_hand():
+    # 3 hidden nodes: candidates 0 -> v, u -> v (u < v) and v -> 4.  Active: 0 -> 1 -> 2 -> 4 and 0 -> 3;
+    # node 3 reaches no output, so it is not live and its in-edge is not effective
+    from neuralgraphs.models import DNWStage
+
+    stage = DNWStage(3, in_channels=4, out_channels=4, k=4, stride=1, seed=0)
+    edges = [tuple(e) for e in stage.graph.edge_index.t().tolist()]
+    labels = list(stage.graph.node_labels)
+    keep = {(0, 1), (1, 2), (2, 4), (0, 3)}
+    with torch.no_grad():
+        stage.weight.copy_(torch.tensor([1.0 if (labels[u], labels[v]) in keep else 0.01 for u, v in edges]))
+    assert {(labels[u], labels[v]) for u, v in (edges[i] for i in stage.active().index.tolist())} == keep
+    c, pos = 4, 5 * 5
+    hidden = 9 * c + c * c + 2 * c
+    # 4 active edges, live hidden nodes 1 and 2, the output node's BN affine
+    assert count_parameters(stage) == 4 + 2 * hidden + 2 * c
+    # 3 effective edges, the separable convs of nodes 1 and 2 (norms cost nothing)
+    assert count_flops(stage, (4, 5, 5)) == 3 * c * pos + 2 * (9 * c + c * c) * pos

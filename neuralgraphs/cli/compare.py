@@ -42,7 +42,7 @@ GRAPH_INPUTS, GRAPH_OUTPUTS = 4, 8
 
 #: Defaults of ``neuralgraphs compare`` (measured to finish within 5 minutes on 2 CPU cores).
 COMPARE_DEFAULTS: Dict[str, Any] = {
-    "experiments": list(EXPERIMENTS), "epochs": 10, "seeds": [0, 1, 2, 3, 4],
+    "experiments": list(EXPERIMENTS), "epochs": 12, "seeds": [0, 1, 2, 3, 4],
     "graph_nodes": 32, "graph_budget": None, "graph_models": list(CHANNEL_MODELS),
     "nodes": 12, "channels": 8, "budget": None, "blocks": 4, "models": list(STAGE_MODELS),
     "lr": 0.1, "batch_size": 64, "jobs": None, "threads": 1, "out": "compare_results", "progress": True,

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from neuralgraphs._checks import check_batch, check_int
 from neuralgraphs.dynamics import StaticGraph
 from neuralgraphs.generators.candidates import complete_dag
+from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.generators.random_graphs import random_dag
 from neuralgraphs.models.tiny import center_mean
 from neuralgraphs.nodes import image_node_op
@@ -51,6 +52,30 @@ def generator_edges(kind: str, num_nodes: int, seed: int, **params: Any) -> Tens
     return torch.tensor(edges, dtype=torch.long).t().reshape(2, -1)
 
 
+def _own_edges(full: StaticGraph, candidates: NeuralGraph, node_op: nn.Module) -> StaticGraph:
+    """The static graph of a fixed wiring with its active edges as the only candidates, each starting at the
+    weight it has in ``full`` (the complete DAG's initialisation, the scale DNW's edges start at).
+
+    The same function as ``full``: the inactive candidates of a fixed wiring carry nothing and learn nothing.
+    But ``full`` runs one level per node of the complete DAG (32 at 32 nodes), this one the levels of the
+    wiring's own DAG (3-8 for the sparse RandWire graphs), and a level costs the same whatever it holds."""
+    with torch.no_grad():
+        active = full.active().index
+        labels = torch.as_tensor(full.graph.node_labels)
+        src, dst = labels[full.graph.edge_index[:, active]]
+        weight = full.weight.detach()[active]
+    own = NeuralGraph(candidates.num_nodes, torch.stack([src, dst]), inputs=candidates.inputs,
+                      outputs=candidates.outputs)
+    graph = StaticGraph(own, node_op, "complete")
+    with torch.no_grad():
+        # both graphs number their nodes level by level: carry each edge's weight over by its end nodes
+        n = candidates.num_nodes
+        key = {int(k): w for k, w in zip(dst * n + src, weight)}
+        mine = torch.as_tensor(graph.graph.node_labels)[graph.graph.edge_index]
+        graph.weight.copy_(torch.stack([key[int(k)] for k in mine[1] * n + mine[0]]))
+    return graph
+
+
 class ChannelGraphClassifier(nn.Module):
     r"""An image classifier whose body is one static graph of single-channel nodes (see the module
     docstring for the wirings).
@@ -58,7 +83,11 @@ class ChannelGraphClassifier(nn.Module):
     * Stem: ``conv in_channels -> num_inputs 3x3, BN`` at the input resolution, one channel per input node.
     * Graph: :class:`~neuralgraphs.dynamics.StaticGraph` on the complete DAG over ``num_nodes`` nodes (inputs
       ``0 .. num_inputs - 1``, outputs the last ``num_outputs``), node operation instance norm -> ReLU -> 3x3
-      depthwise conv (the DNW static graph's).
+      depthwise conv (the DNW static graph's).  A fixed wiring (``"ws"``, ``"er"``, ``"ba"``, ``"random"``,
+      ``"no_update"``) runs on its own active edges as the only candidates, each starting at the weight the
+      complete DAG's initialisation gave it: the same function (inactive candidates of a fixed wiring carry
+      and learn nothing), with the levels of the wiring's DAG instead of one level per node (at 32 nodes
+      4-8 levels instead of 32, a 3-4x faster training step).
     * Head: the output nodes averaged over the central ``readout x readout`` region, then a linear layer.
 
     Args:
@@ -123,11 +152,13 @@ class ChannelGraphClassifier(nn.Module):
                 mask = torch.zeros(candidates.num_edges)
                 mask[index] = 1.0
                 graph_wiring: Any = FixedWiring(candidates, k=index.numel(), weight=mask)
-                self.graph = StaticGraph(candidates, node_op, graph_wiring, seed=seed)
-            elif wiring == "complete":
-                self.graph = StaticGraph(candidates, node_op, "complete", seed=seed)
+                full = StaticGraph(candidates, node_op, graph_wiring, seed=seed)
             else:
-                self.graph = StaticGraph(candidates, node_op, wiring, k=k, seed=seed)
+                full = StaticGraph(candidates, node_op, wiring, k=k if wiring != "complete" else None, seed=seed)
+            if wiring in ("dnw", "complete"):
+                self.graph = full
+            else:
+                self.graph = _own_edges(full, candidates, node_op)
             self.fc = nn.Linear(n_out, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
