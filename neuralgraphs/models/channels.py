@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from neuralgraphs._checks import check_batch, check_int
 from neuralgraphs.dynamics import StaticGraph
 from neuralgraphs.generators.candidates import complete_dag
-from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.generators.random_graphs import random_dag
+from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.models.tiny import center_mean
 from neuralgraphs.nodes import image_node_op
 from neuralgraphs.wiring import FixedWiring
@@ -87,7 +87,7 @@ class ChannelGraphClassifier(nn.Module):
       ``"no_update"``) runs on its own active edges as the only candidates, each starting at the weight the
       complete DAG's initialisation gave it: the same function (inactive candidates of a fixed wiring carry
       and learn nothing), with the levels of the wiring's DAG instead of one level per node (at 32 nodes
-      4-8 levels instead of 32, a 3-4x faster training step).
+      3-8 levels instead of 32, a 3-4x faster training step).
     * Head: the output nodes averaged over the central ``readout x readout`` region, then a linear layer.
 
     Args:
