@@ -69,6 +69,25 @@ class _Prefix(torch.autograd.Function):
         return (None, None) + (None,) * ctx.k
 
 
+class _Select(torch.autograd.Function):
+    """Nodes ``index`` of the state (all written), copied (``[B, len(index), *S]``), as a function of the
+    tokens of the levels before them; the backward adds the gradient into the state's gradient at
+    those nodes only (a prefix would add a gradient of all ``r`` nodes, mostly zeros)."""
+
+    @staticmethod
+    def forward(ctx, view: Tensor, state: "_State", index: Tensor, *tokens: Tensor) -> Tensor:
+        ctx.state, ctx.index, ctx.k = state, index, len(tokens)
+        return view.index_select(1, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        st = ctx.state
+        if st.grad is None:
+            st.grad = torch.zeros_like(st.view)
+        st.grad.index_add_(1, ctx.index, grad)
+        return (None, None, None) + (None,) * ctx.k
+
+
 class _State:
     """The preallocated ``[B, N, *S]`` state of one forward (see the module docstring).  Under
     ``torch.compile`` the static graph runs its levels eagerly (:func:`run_levels`): aliased storage is not
@@ -76,7 +95,9 @@ class _State:
 
     def __init__(self, x: Tensor, num_nodes: int) -> None:
         b, feat = x.size(0), tuple(x.shape[2:])
-        if len(feat) >= 3:
+        #: nodes laid out batched ([B, N, *S], nodes with several channels) rather than innermost
+        self.batched = len(feat) >= 3
+        if self.batched:
             buf = x.new_empty((b, num_nodes) + feat)
             self.view = buf
         else:
@@ -102,17 +123,32 @@ class _State:
 
     def prefix(self, r: int) -> Tensor:
         """The outputs of the first ``r`` nodes (whole levels), differentiable with respect to them."""
-        if r not in self.bounds and r != 0:
-            raise AssertionError("a prefix ends at a level boundary")
-        levels = self.bounds.index(r) + 1 if r else 0
+        levels = self._levels_below(r)
         tokens = [t for t in self.tokens[:levels] if t is not None]
         if not tokens:
             return self.view[:, :r]
         return _Prefix.apply(self.view[:, :r], self, *tokens)
 
-    def close(self) -> Tensor:
-        """The outputs of every node, and the end of the forward: the state lets go of its level tokens, which
-        the autograd graph holds (a state keeping them would form a reference cycle through that graph)."""
-        out = self.prefix(self.filled)
+    def select(self, index: Tensor, r: int) -> Tensor:
+        """The outputs of nodes ``index`` (all below ``r``, a level boundary), copied, differentiable with
+        respect to them."""
+        levels = self._levels_below(r)
+        tokens = [t for t in self.tokens[:levels] if t is not None]
+        # from the whole state, not its prefix: torch's index_select copies a non-contiguous input whole
+        # first, and a batched state is contiguous while its prefixes are not
+        if not tokens:
+            return self.view.index_select(1, index)
+        return _Select.apply(self.view, self, index, *tokens)
+
+    def _levels_below(self, r: int) -> int:
+        if r not in self.bounds and r != 0:
+            raise AssertionError("a prefix ends at a level boundary")
+        return self.bounds.index(r) + 1 if r else 0
+
+    def close(self, index: Optional[Tensor] = None) -> Tensor:
+        """The outputs of every node (or of nodes ``index``), and the end of the forward: the state lets go
+        of its level tokens, which the autograd graph holds (a state keeping them would form a reference
+        cycle through that graph)."""
+        out = self.prefix(self.filled) if index is None else self.select(index, self.filled)
         self.tokens = []
         return out

@@ -15,6 +15,13 @@ from neuralgraphs.dynamics._state import _State
 from neuralgraphs.wiring import Wiring, straight_through_mask as silence
 from neuralgraphs.dynamics.base import WiredGraph
 
+# A level whose candidate edges come from at most this fraction of the nodes before it reads those nodes
+# alone (one gathered copy) when nodes carry several channels.  The product over the whole prefix moves
+# all ``r`` earlier nodes' maps forward and backward (about 5 passes over ``r`` maps); the gathered one
+# about 8 passes over its ``s`` sources.  Measured on a RandWire stage (benchmarks/randwire.py: 32 nodes of
+# 78 x 28 x 28, 2-8 sources out of 5-31 earlier nodes per level): see benchmarks/README.md.
+GATHER_MAX_FRACTION = 0.5
+
 
 class StaticGraph(WiredGraph):
     r"""A static neural graph (DNW's SNG): a DAG evaluated once in topological order.
@@ -57,6 +64,22 @@ class StaticGraph(WiredGraph):
         local = graph.edge_index.clone()
         local[1] -= level_start[local[1]]
         self.register_buffer("local_edge_index", local, persistent=False)
+        # Levels fed by few earlier nodes: those nodes' ids, and the level's edges with sources renumbered
+        # among them (a monotone renumbering: the edges stay sorted by (target, source)).
+        gathered, sources, self._gather = local.clone(), [], []
+        at = 0
+        for (r0, _, c0, c1) in self._levels:
+            used = torch.unique(local[0, c0:c1])
+            if c1 > c0 and used.numel() <= GATHER_MAX_FRACTION * r0:
+                gathered[0, c0:c1] = torch.searchsorted(used, local[0, c0:c1])
+                sources.append(used)
+                self._gather.append((at, at + used.numel()))
+                at += used.numel()
+            else:
+                self._gather.append(None)
+        self.register_buffer("gather_edge_index", gathered, persistent=False)
+        self.register_buffer("gather_sources", torch.cat(sources) if sources else torch.zeros(0, dtype=torch.long),
+                             persistent=False)
         # Input nodes sorted by node id, so each level's inputs are one contiguous range.
         by_node = torch.argsort(graph.inputs)
         self.register_buffer("inject_rows", graph.inputs[by_node] - level_start[graph.inputs[by_node]],
@@ -91,14 +114,17 @@ class StaticGraph(WiredGraph):
     def num_levels(self) -> int:
         return len(self._levels)
 
-    def _level_edges(self) -> List[Tensor]:
-        """Each level's slice of ``local_edge_index``, kept so the propagation cache sees the same tensors
-        at every forward (rebuilt when the buffer moves to another device)."""
+    def _level_edges(self, gathered: bool = False) -> List[Tensor]:
+        """Each level's slice of ``local_edge_index`` (of ``gather_edge_index`` with ``gathered``), kept so
+        the propagation cache sees the same tensors at every forward (rebuilt when the buffers move to
+        another device)."""
         key = (self.local_edge_index.data_ptr(), self.local_edge_index.device)
         if getattr(self, "_level_edges_key", None) != key:
-            self._level_edges_cache = [self.local_edge_index[:, c0:c1] for (_, _, c0, c1) in self._levels]
+            self._level_edges_cache = {
+                g: [buf[:, c0:c1] for (_, _, c0, c1) in self._levels]
+                for g, buf in ((False, self.local_edge_index), (True, self.gather_edge_index))}
             self._level_edges_key = key
-        return self._level_edges_cache
+        return self._level_edges_cache[gathered]
 
     def _signal(self, mask: Tensor) -> Tensor:
         """``[N]``: 1 for the nodes an input reaches through the active edges ``mask``, else 0."""
@@ -111,6 +137,26 @@ class StaticGraph(WiredGraph):
                         0, edges[1], signal[edges[0]] * mask[c0:c1])
                     signal[r0:r1] = torch.maximum(signal[r0:r1], (heard > 0).float())
         return signal
+
+    def _reached_levels(self) -> Optional[List[bool]]:
+        """For a wiring whose active set is known on the host: whether every node of each level is reached
+        from an input (its outputs then need no mask), else :obj:`None`.  Computed once per active set."""
+        host = self.wiring.host_index() if hasattr(self.wiring, "host_index") else None
+        if host is None:
+            return None
+        key = (id(host), host._version)
+        if getattr(self, "_reached_key", None) != key:
+            mask = torch.zeros(self.graph.num_edges, dtype=torch.bool)
+            mask[host] = True
+            signal = torch.zeros(self.graph.num_nodes, dtype=torch.bool)  # the graph stays on the host
+            signal[self.graph.inputs] = True
+            src, dst = self.graph.edge_index
+            for (r0, r1, c0, c1) in self._levels:  # an edge into a level comes from an earlier one
+                on = mask[c0:c1] & signal[src[c0:c1]]
+                signal[dst[c0:c1][on]] = True
+            self._reached_cache = [bool(signal[r0:r1].all()) for (r0, r1, _, _) in self._levels]
+            self._reached_key = key
+        return self._reached_cache
 
     def _level_counts(self) -> Optional[List[int]]:
         """Active edges of each level when the wiring fixes them (a fixed set known on the host, or a
@@ -150,43 +196,50 @@ class StaticGraph(WiredGraph):
             bounds = torch.tensor([lv[2] for lv in self._levels] + [self._levels[-1][3]], device=a.index.device)
             cum = torch.searchsorted(a.index, bounds).tolist()
             counts = [hi - lo for lo, hi in zip(cum[:-1], cum[1:])]
-        return self._run_levels(x, a, counts).index_select(1, self.outputs)
+        return self._run_levels(x, a, counts)
 
     # torch.compile runs the levels eagerly (a clean graph break): the state aliases its storage (see
     # neuralgraphs.dynamics._state), which dynamo does not trace
     @eager_in_compile
     def _run_levels(self, x: Tensor, a, counts: Optional[List[int]]) -> Tensor:
-        """Every level in order, written into one state; the outputs of all nodes ``[B, N, *]``."""
+        """Every level in order, written into one state; the outputs of the output nodes ``[B, O, *]``."""
         feat = tuple(x.shape[2:])
         b = x.size(0)
         state = _State(x, self.graph.num_nodes)
-        signal = self._signal(a.mask).to(x.dtype) if self._mask_silent else None
+        reached = (self._reached_levels() if self._mask_silent else None) or [False] * len(self._levels)
+        signal = self._signal(a.mask).to(x.dtype) if self._mask_silent and not all(reached) else None
         start = 0
-        for (r0, r1, c0, c1), (i0, i1), edges, count in zip(self._levels, self._inject, self._level_edges(),
-                                                           counts or [None] * len(self._levels)):
+        for (r0, r1, c0, c1), (i0, i1), edges, gathered, gather, count, every in zip(
+                self._levels, self._inject, self._level_edges(), self._level_edges(True), self._gather,
+                counts or [None] * len(self._levels), reached):
             n = r1 - r0
             if c1 > c0:
+                if gather is not None and state.batched:
+                    feed, num_in = state.select(self.gather_sources[gather[0]:gather[1]], r0), gather[1] - gather[0]
+                    edges = gathered
+                else:
+                    feed, num_in = state.prefix(r0), r0
                 # the level's active edges are a slice of the selection at known offsets, or (a global
                 # top-k) unknown without reading them: then the dense product over masked weights
                 active, backend = None, "dense" if self.backend == "auto" else self.backend
                 if count is not None:
                     active = a.index[start:start + count] - c0
                     start += count
-                    backend = self._backend_for(count, n, r0, x)
-                plan = PropagationPlan(edges, n, r0, active=active, backend=backend, weight_grad=self.weight_grad,
-                                       weights_masked=True, validated=True)
-                inp = plan(state.prefix(r0), a.weight[c0:c1], node_dim=1)
+                    backend = self._backend_for(count, n, num_in, x)
+                plan = PropagationPlan(edges, n, num_in, active=active, backend=backend,
+                                       weight_grad=self.weight_grad, weights_masked=True, validated=True)
+                inp = plan(feed, a.weight[c0:c1], node_dim=1)
             else:
                 inp = x.new_zeros((b, n) + feat)
             if i1 > i0:
                 inp = inp.index_add(1, self.inject_rows[i0:i1], x.index_select(1, self.inject_cols[i0:i1]))
             y = self.node_op(inp, slice(r0, r1))
-            if signal is not None:
+            if signal is not None and not every:
                 # zeros forward; backward as if the node were fed, the straight-through rule's "as if
                 # active": the candidates that would feed a silent node learn that they would help
                 y = silence(y, signal[r0:r1].view((1, n) + (1,) * len(feat)))
             state.write(r0, y)
-        return state.close()
+        return state.close(self.outputs)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", levels={self.num_levels}"

@@ -116,6 +116,12 @@ def _from_conv(y: Tensor, layout: str) -> Tensor:
     return y.view(y.size(0), y.size(1), -1)
 
 
+# Batched features ([B, n, S], nodes with several channels) always go through MKL's batched GEMM: oneDNN's
+# 1x1 convolution pads the channel (node) dimension to its block size and reorders the operand, 10-60x
+# slower at 1-8 nodes of 61k features (B = 16) and 1-2x slower at 32-800 nodes (measured on CPU with torch
+# 2.13, forward, transposed and weight-gradient products alike).
+
+
 def dense_mm(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
     """``mat @ x`` for ``mat`` ``[O, I]`` and features ``m`` with ``I`` nodes in ``layout``; same layout out."""
     o, i = mat.shape
@@ -128,7 +134,7 @@ def dense_mm(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
         if layout == FEATURE_MAJOR:
             return m @ mat.t()
         return torch.matmul(mat, m)
-    if _use_onednn(m):
+    if _use_onednn(m) and layout != BATCHED:
         return _from_conv(F.conv2d(_conv_view(m, layout, i), mat.reshape(o, i, 1, 1)), layout)
     if layout == NODE_MAJOR:
         return mat @ m
@@ -149,6 +155,8 @@ def dense_mm_t(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
     if layout == FEATURE_MAJOR and o < MATMUL_MIN_INPUT_NODES and _matmul_ok(m, mat):
         # few output nodes: oneDNN's transposed convolution falls back to a slow reference kernel there
         return _matmul(m, mat.t())
+    if layout == BATCHED:
+        return torch.matmul(mat.t(), m)
     if _use_onednn(m):
         return _from_conv(F.conv_transpose2d(_conv_view(m, layout, o), mat.reshape(o, i, 1, 1)), layout)
     return dense_mm(mat.t(), m, layout)
@@ -164,8 +172,9 @@ def dense_outer(g: Tensor, m: Tensor, layout: str = NODE_MAJOR, g_layout: Option
     o, i = _nodes_of(g, g_layout), _nodes_of(m, layout)
     if layout == g_layout == NODE_MAJOR and _matmul_ok(g, m):
         return _matmul(g, m)
-    if not m.is_contiguous() and layout == g_layout:
-        # a strided state prefix: MKL's GEMM over the features reads it in place.  Not oneDNN's matmul: with
+    if layout == g_layout == BATCHED or (not m.is_contiguous() and layout == g_layout):
+        # batched features (see above), or a strided state prefix: MKL's GEMM over the features reads it in
+        # place.  Not oneDNN's matmul: with
         # the row-strided transpose as its second operand it falls back to a reference kernel, 500x slower
         # (measured at 100 nodes, F = 4096: 256 ms against 0.5 ms; 83 s against 68 ms at 800 nodes)
         if layout == FEATURE_MAJOR:
