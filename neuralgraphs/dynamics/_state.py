@@ -10,11 +10,12 @@ operations produce) for vector and single-channel image nodes, and batched (``[B
 ``prod(S)`` per node) for nodes that carry several channels.
 
 Autograd sees each level's outputs through a token (:class:`_Slot`) that every later prefix (:class:`_Prefix`)
-and selection of nodes (:class:`_Select`) takes as an input: their backward leaves each level its part of
-their gradient (a slice, or the rows at its selected nodes), and a slot's backward, which autograd runs
-after all of them, hands its level the sum.  Gradients flow as through a concatenation, with one addition
-per level and consumer, and no gradient of the whole state is ever built (at 32 nodes of 78 x 28 x 28
-channels, batch 16, zeroing one took a sixth of a RandWire stage's training step on CPU).  Writes go through an alias of the
+and selection of nodes (:class:`_Select`) takes as an input.  A prefix's backward adds its gradient into one
+gradient of the first nodes, as long as the longest prefix read; a selection's leaves its level the rows at
+the selected nodes; a slot's backward, which autograd runs after all of them, hands its level the sum.
+Gradients flow as through a concatenation, with one addition per consumer, and a graph whose levels read
+gathered nodes never builds a gradient of the whole state (at 32 nodes of 78 x 28 x 28 channels, batch 16,
+zeroing one took a sixth of a RandWire stage's training step on CPU).  Writes go through an alias of the
 buffer with a version counter of its own: a prefix saved by a product is never written again (each level
 writes only its own, later slot), and the alias keeps autograd's in-place check from tripping over writes to
 other slots.
@@ -42,22 +43,25 @@ class _Slot(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, _):
-        parts = ctx.state.grads[ctx.level]
-        ctx.state.grads[ctx.level] = []  # ready for another backward through the same graph
+        st = ctx.state
+        first = st.bounds[ctx.level - 1] if ctx.level else 0
         out = None
-        for rows, g in sorted(parts, key=lambda p: p[0] is not None):  # whole slices first
-            if rows is None:
-                out = g.clone() if out is None else out.add_(g)
-            else:
-                if out is None:
-                    out = g.new_zeros(ctx.shape)
-                out.index_add_(1, rows, g)
+        if st.prefix_grad is not None and st.prefix_grad.size(1) > first:
+            part = st.prefix_grad[:, first:st.bounds[ctx.level]]
+            out = part.clone()
+            part.zero_()  # ready for another backward through the same graph
+        for rows, g in st.grads[ctx.level]:
+            if out is None:
+                out = g.new_zeros(ctx.shape)
+            out.index_add_(1, rows, g)
+        st.grads[ctx.level] = []
         return out, None, None
 
 
 class _Prefix(torch.autograd.Function):
     """``prefix`` (the first nodes of the state) as a function of the tokens of the levels it holds; its
-    backward leaves each level its slice of the gradient (one addition per level, not one per level pair)."""
+    backward adds its gradient into one gradient of the longest prefix read (one addition per level, not one
+    per level pair)."""
 
     @staticmethod
     def forward(ctx, prefix: Tensor, state: "_State", *tokens: Tensor) -> Tensor:
@@ -67,12 +71,13 @@ class _Prefix(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         st = ctx.state
-        lo = 0
-        for level, hi in enumerate(st.bounds):
-            if hi > ctx.r:
-                break
-            st.grads[level].append((None, grad[:, lo:hi]))
-            lo = hi
+        have = 0 if st.prefix_grad is None else st.prefix_grad.size(1)
+        if have < ctx.r:  # autograd runs the later (longer) prefixes first: this rarely grows
+            grown = st.zeros(ctx.r)
+            if have:
+                grown[:, :have] += st.prefix_grad
+            st.prefix_grad = grown
+        st.prefix_grad[:, :ctx.r] += grad
         # nothing for the tokens themselves: autograd still runs each slot's backward once all its consumers
         # have run (an empty gradient, nothing to add up)
         return (None, None) + (None,) * ctx.k
@@ -130,8 +135,17 @@ class _State:
         self.tokens: List[Optional[Tensor]] = []
         self.bounds: List[int] = []
         self.filled = 0
-        # per level, the gradients its consumers left: (rows or None for all, gradient) pairs
+        # the gradient of the first nodes, as long as the longest prefix read, and per level the rows of
+        # gradients that selections left: (rows, gradient) pairs
+        self.prefix_grad: Optional[Tensor] = None
         self.grads: List[list] = []
+
+    def zeros(self, r: int) -> Tensor:
+        """Zeros for the first ``r`` nodes, in the state's layout."""
+        v = self.view
+        if self.batched:
+            return v.new_zeros((v.size(0), r) + tuple(v.shape[2:]))
+        return v.new_zeros((v.size(0),) + tuple(v.shape[2:]) + (r,)).movedim(-1, 1)
 
     def write(self, start: int, y: Tensor) -> None:
         """Copy the outputs ``y`` ``[B, n, *S]`` of nodes ``start .. start + n`` (the next level)."""
