@@ -17,9 +17,11 @@ from neuralgraphs.dynamics.base import WiredGraph
 
 # A level whose candidate edges come from at most this fraction of the nodes before it reads those nodes
 # alone (one gathered copy) when nodes carry several channels.  The product over the whole prefix moves
-# all ``r`` earlier nodes' maps forward and backward (about 5 passes over ``r`` maps); the gathered one
-# about 8 passes over its ``s`` sources.  Measured on a RandWire stage (benchmarks/randwire.py: 32 nodes of
-# 78 x 28 x 28, 2-8 sources out of 5-31 earlier nodes per level): see benchmarks/README.md.
+# all ``r`` earlier nodes' maps forward and backward (about 5 passes over ``r`` maps, by count); the
+# gathered one about 8 passes over its ``s`` sources, so it pays below about s = r / 2.  On the RandWire
+# stage of benchmarks/randwire.py (32 nodes of 78 x 28 x 28, 2-10 sources among 3-31 earlier nodes per
+# level; CPU, batch 4 / 16) the step against node by node was 0.77x / 0.59x without gathering and 1.07x /
+# 0.81x with it (10 of 12 levels gathered); gathering the last two as well moved it within noise.
 GATHER_MAX_FRACTION = 0.5
 
 
@@ -85,9 +87,8 @@ class StaticGraph(WiredGraph):
         out_sorted, order = torch.sort(graph.outputs)
         self.register_buffer("_outputs_sorted", out_sorted, persistent=False)
         self._output_pieces = level_pieces(out_sorted, bounds)
-        self._output_order = None if bool((order == torch.arange(order.numel())).all()) else order
-        if self._output_order is not None:
-            self.register_buffer("_output_unsort", torch.argsort(order), persistent=False)
+        self._outputs_in_order = bool((order == torch.arange(order.numel())).all())
+        self.register_buffer("_output_unsort", torch.argsort(order), persistent=False)
         # Input nodes sorted by node id, so each level's inputs are one contiguous range.
         by_node = torch.argsort(graph.inputs)
         self.register_buffer("inject_rows", graph.inputs[by_node] - level_start[graph.inputs[by_node]],
@@ -248,7 +249,7 @@ class StaticGraph(WiredGraph):
                 y = silence(y, signal[r0:r1].view((1, n) + (1,) * len(feat)))
             state.write(r0, y)
         out = state.close(self._outputs_sorted, self._output_pieces)
-        return out if self._output_order is None else out.index_select(1, self._output_unsort)
+        return out if self._outputs_in_order else out.index_select(1, self._output_unsort)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", levels={self.num_levels}"
