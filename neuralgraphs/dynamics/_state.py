@@ -44,7 +44,7 @@ class _Slot(torch.autograd.Function):
     @staticmethod
     def backward(ctx, _):
         st = ctx.state
-        first = st.bounds[ctx.level - 1] if ctx.level else 0
+        first = st.start_of(ctx.level)
         out = None
         if st.prefix_grad is not None and st.prefix_grad.size(1) > first:
             part = st.prefix_grad[:, first:st.bounds[ctx.level]]
@@ -98,8 +98,7 @@ class _Select(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         st = ctx.state
         for level, p0, p1 in ctx.pieces:
-            first = st.bounds[level - 1] if level else 0
-            st.grads[level].append((ctx.index[p0:p1] - first, grad[:, p0:p1]))
+            st.grads[level].append((ctx.index[p0:p1] - st.start_of(level), grad[:, p0:p1]))
         return (None, None, None, None) + (None,) * ctx.k
 
 
@@ -177,6 +176,10 @@ class _State:
         if not tokens:
             return self.view.index_select(1, index)
         return _Select.apply(self.view, self, index, pieces, *tokens)
+
+    def start_of(self, level: int) -> int:
+        """The first node of ``level``."""
+        return self.bounds[level - 1] if level else 0
 
     def _levels_below(self, r: int) -> int:
         if r not in self.bounds and r != 0:

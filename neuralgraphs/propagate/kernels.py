@@ -100,20 +100,17 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
 
 # ------------------------------------------------------------------------------------------ dense kernels
 def _conv_view(m: Tensor, layout: str, nodes: int) -> Tensor:
-    """A 4-D view of a canonical feature matrix that oneDNN reads as a 1x1 convolution input (no copy)."""
+    """A 4-D view of a node- or feature-major matrix that oneDNN reads as a 1x1 convolution input (no copy;
+    batched features never go through the convolution, see below)."""
     if layout == NODE_MAJOR:  # [n, F] -> NCHW [1, n, F, 1]
         return m.view(1, nodes, -1, 1)
-    if layout == FEATURE_MAJOR:  # [F, n] -> channels-last [1, n, F, 1]
-        return m.view(1, -1, 1, nodes).permute(0, 3, 1, 2)
-    return m.view(m.size(0), nodes, -1, 1)  # [B, n, S] -> NCHW [B, n, S, 1]
+    return m.view(1, -1, 1, nodes).permute(0, 3, 1, 2)  # feature-major [F, n] -> channels-last [1, n, F, 1]
 
 
 def _from_conv(y: Tensor, layout: str) -> Tensor:
     if layout == NODE_MAJOR:
         return y.view(y.size(1), -1)
-    if layout == FEATURE_MAJOR:
-        return y.permute(0, 2, 3, 1).reshape(-1, y.size(1))
-    return y.view(y.size(0), y.size(1), -1)
+    return y.permute(0, 2, 3, 1).reshape(-1, y.size(1))
 
 
 # Batched features ([B, n, S], nodes with several channels) always go through MKL's batched GEMM: oneDNN's
@@ -147,8 +144,8 @@ def dense_mm_t(mat: Tensor, m: Tensor, layout: str = NODE_MAJOR) -> Tensor:
     """``mat.t() @ x`` for ``mat`` ``[O, I]`` and features ``m`` with ``O`` nodes in ``layout``; same layout out.
 
     On CPU a transposed 1x1 convolution reads ``mat`` as it is stored: as fast as a forward convolution with
-    a transposed copy of ``mat`` (measured at N = 800 and 3328, F = 512-8192, all three layouts), without
-    the ``O x I`` copy."""
+    a transposed copy of ``mat`` (measured at N = 800 and 3328, F = 512-8192, node- and feature-major),
+    without the ``O x I`` copy; batched features take MKL's batched GEMM (see above)."""
     o, i = mat.shape
     if layout == NODE_MAJOR and _matmul_ok(mat, m):
         return _matmul(mat.t(), m.t())
@@ -174,8 +171,8 @@ def dense_outer(g: Tensor, m: Tensor, layout: str = NODE_MAJOR, g_layout: Option
         return _matmul(g, m)
     if layout == g_layout == BATCHED or (not m.is_contiguous() and layout == g_layout):
         # batched features (see above), or a strided state prefix: MKL's GEMM over the features reads it in
-        # place.  Not oneDNN's matmul: with
-        # the row-strided transpose as its second operand it falls back to a reference kernel, 500x slower
+        # place.  Not oneDNN's matmul: with the row-strided transpose as its second operand it falls back to
+        # a reference kernel, 500x slower
         # (measured at 100 nodes, F = 4096: 256 ms against 0.5 ms; 83 s against 68 ms at 800 nodes)
         if layout == FEATURE_MAJOR:
             return g.t() @ m
