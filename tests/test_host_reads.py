@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from neuralgraphs import DiscreteTimeGraph, StaticGraph, blocked_dag, complete_graph, vector_node_op
 from neuralgraphs.dynamics import ContinuousTimeGraph
 from neuralgraphs.models import DigitsGraphClassifier, DNWStage, RandWireNet, TinyClassifier, digits_network
+from neuralgraphs.models import resnet50
 from neuralgraphs.nodes import Activation, NodeAffine, NodeSequential
+from neuralgraphs.sparse import sparsify
 
 
 def _euler(self, func, z0, edge_weight):
@@ -58,6 +60,9 @@ MODELS = {
                                              num_blocks=3), (2, 3, 32, 32)),
     **{f"digits-{k}": ((lambda k=k: digits_network(k, drop_path=0.2)), (4, 1, 8, 8))
        for k in ("ws", "er", "ba", "dnw", "complete")},
+    **{f"sparse-resnet-{b}": ((lambda b=b: sparsify(resnet50(num_classes=10, width=4), 0.1, budget=b,
+                                                   dense_first=True)), (2, 3, 32, 32))
+       for b in ("uniform", "global", "erk")},
 }
 
 

@@ -808,7 +808,7 @@ def test_wiring_rejects_wrong_weight():
 def test_wiring_constructors_check_their_graph_and_wiring():
     g = complete_dag(4)
     for build in (lambda: TopKWiring("g", k=1), lambda: RandomWiring(None, k=1), lambda: CompleteWiring([]),
-                  lambda: FixedWiring(3, k=1), lambda: make_wiring("dnw", None, k=1)):
+                  lambda: FixedWiring(3.0, k=1), lambda: make_wiring("dnw", None, k=1)):
         with pytest.raises(TypeError, match="^graph: expected a NeuralGraph"):
             build()
     with pytest.raises(TypeError, match="^wiring: expected a Wiring"):

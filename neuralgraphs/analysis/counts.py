@@ -43,9 +43,20 @@ from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.nodes import node_macs, node_parameters
 
 
+def _is_wired_layer(m: nn.Module) -> bool:
+    """A convolution or linear layer whose weights a wiring selects (a sparse layer): counted as the layer,
+    with its active weights, not as a graph (its bipartite graph would only be built to be thrown away)."""
+    return isinstance(m, (nn.Conv2d, nn.Linear)) and isinstance(getattr(m, "wiring", None), nn.Module)
+
+
 def _is_wired(m: nn.Module) -> bool:
-    return (isinstance(getattr(m, "graph", None), NeuralGraph) and isinstance(getattr(m, "wiring", None), nn.Module)
-            and callable(getattr(m, "active", None)))
+    return (not _is_wired_layer(m) and isinstance(getattr(m, "graph", None), NeuralGraph)
+            and isinstance(getattr(m, "wiring", None), nn.Module) and callable(getattr(m, "active", None)))
+
+
+def _kept_weights(m: nn.Module) -> int:
+    with torch.no_grad():
+        return int(m.active().mask.sum())
 
 
 def _graph_modules(model: nn.Module) -> List[nn.Module]:
@@ -160,7 +171,7 @@ def count_parameters(model: nn.Module, effective: bool = True) -> int:
     """Parameters of ``model``.
 
     With ``effective=True`` each wired module's candidate weights count as its number of **active** edges
-    (not candidates), the per-node parameters of its node operations count only for live nodes (see
+    (not candidates; a sparse layer's weights as its active weights), the per-node parameters of its node operations count only for live nodes (see
     :func:`live_nodes` and :func:`~neuralgraphs.nodes.node_parameters`), and every other parameter counts in
     full.  With ``effective=False`` it is the plain number of stored parameters.
 
@@ -188,6 +199,10 @@ def count_parameters(model: nn.Module, effective: bool = True) -> int:
             per, shared = node_parameters(op, g.graph.num_nodes)
             total += int(per[live].sum()) + shared
             seen.update(id(p) for p in op.parameters())
+    for m in model.modules():
+        if _is_wired_layer(m) and id(m.weight) not in seen:
+            seen.add(id(m.weight))
+            total += _kept_weights(m)
     total += sum(p.numel() for p in model.parameters() if id(p) not in seen)
     return total
 
@@ -198,7 +213,8 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     Runs one forward pass (batch of one, zeros, eval mode, no gradients) and counts:
 
     * every ``nn.Conv2d`` / ``nn.Linear`` that is not part of a node operation (forward hooks):
-      ``out_elements * in_channels / groups * kh * kw`` and ``out_features * in_features``;
+      ``out_elements * in_channels / groups * kh * kw`` and ``out_features * in_features``; a sparse layer
+      (:mod:`neuralgraphs.sparse`) as its output positions per channel times its active weights;
     * each graph product of a wired module as ``effective edges x elements of a node's features``, times the
       module's ``evaluations`` (1 for a static graph, ``steps`` for a discrete-time graph, the solver's
       function evaluations for a continuous-time graph);
@@ -227,12 +243,15 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     graph_inputs: Dict[int, Tuple[int, ...]] = {}
     hooks = []
 
+    # Each weight w[o, ...] is one multiply-add at every output position of channel o: a layer costs its
+    # output positions per channel times its (active) weights.
     def conv_hook(m: nn.Conv2d, inp, out) -> None:
-        kh, kw = m.kernel_size
-        counts["dense"] += out.numel() // out.size(0) * (m.in_channels // m.groups) * kh * kw
+        weights = _kept_weights(m) if _is_wired_layer(m) else m.weight.numel()
+        counts["dense"] += out.numel() // out.size(0) // m.out_channels * weights
 
     def linear_hook(m: nn.Linear, inp, out) -> None:
-        counts["dense"] += out.numel() // (out.size(0) if out.dim() > 1 else 1) * m.in_features
+        weights = _kept_weights(m) if _is_wired_layer(m) else m.weight.numel()
+        counts["dense"] += out.numel() // (out.size(0) if out.dim() > 1 else 1) // m.out_features * weights
 
     def graph_hook(m: nn.Module, inp, out) -> None:
         graph_inputs[id(m)] = tuple(inp[0].shape)

@@ -4,7 +4,8 @@ stages (graph modules of C-channel nodes) and the networks built from them."""
 from neuralgraphs.models.randwire import DIGITS_KINDS, DigitsRandWire, RandWireNet, digits_network
 from neuralgraphs.models.stages import DNWStage, RandWireStage, dnw_candidates, stage_edge_count
 from neuralgraphs.models.tiny import KINDS, DigitsGraphClassifier, TinyClassifier, center_mean, edge_budget
+from neuralgraphs.models.resnet import Bottleneck, ResNet, resnet50
 
 __all__ = ["TinyClassifier", "DigitsGraphClassifier", "center_mean", "edge_budget", "KINDS",
            "RandWireStage", "DNWStage", "dnw_candidates", "stage_edge_count", "RandWireNet", "DigitsRandWire",
-           "digits_network", "DIGITS_KINDS"]
+           "digits_network", "DIGITS_KINDS", "ResNet", "Bottleneck", "resnet50"]

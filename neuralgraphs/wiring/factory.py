@@ -13,7 +13,7 @@ from neuralgraphs.wiring.wiring import CompleteWiring, FixedWiring, RandomWiring
 WIRINGS = ("dnw", "random", "complete", "no_update")
 
 
-def make_wiring(wiring: Union[str, Wiring, None], graph: NeuralGraph, *, k: Optional[int] = None,
+def make_wiring(wiring: Union[str, Wiring, None], graph: Union[NeuralGraph, int], *, k: Optional[int] = None,
                 density: Optional[float] = None, scope: str = "global", seed: int = 0) -> Wiring:
     """Return a :class:`Wiring` for ``graph``.
 
@@ -21,7 +21,7 @@ def make_wiring(wiring: Union[str, Wiring, None], graph: NeuralGraph, *, k: Opti
         wiring: a :class:`Wiring` (returned as is after a size check), :obj:`None` / ``"complete"`` (every
             candidate), ``"dnw"`` (top-k re-chosen every step, straight-through), ``"random"`` (fixed random
             edges with the same budget) or ``"no_update"`` (top-k of the initial weights, never updated).
-        graph: the candidate graph.
+        graph: the candidate graph, or the number of candidates (global budgets only).
         k, density, scope: the budget (see :func:`~neuralgraphs.wiring.resolve_budget`).
         seed: seed of the random wiring.
 
@@ -29,15 +29,15 @@ def make_wiring(wiring: Union[str, Wiring, None], graph: NeuralGraph, *, k: Opti
         TypeError, ValueError: on an unknown wiring, a wiring built for another graph, or a budget given
             with the complete wiring (which keeps every candidate and would silently ignore it).
     """
-    _check_graph(graph)
+    num_candidates = _check_graph(graph)
     if isinstance(wiring, Wiring):
-        if wiring.num_candidates != graph.num_edges:
+        if wiring.num_candidates != num_candidates:
             raise ValueError(f"wiring: built for {wiring.num_candidates} candidates but the graph has "
-                             f"{graph.num_edges}")
+                             f"{num_candidates}")
         return wiring
     if wiring is None or wiring == "complete":
         if k is not None or density is not None:
-            raise ValueError(f"k, density: the complete wiring keeps all {graph.num_edges} candidates and takes "
+            raise ValueError(f"k, density: the complete wiring keeps all {num_candidates} candidates and takes "
                              "no budget; pass k=None and density=None, or choose 'dnw', 'random' or 'no_update'")
         return CompleteWiring(graph)
     if not isinstance(wiring, str):

@@ -20,7 +20,9 @@ those without any, like input nodes, keep none.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple, Union
+
+import numpy as np
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +39,8 @@ class ActiveEdges(NamedTuple):
     """The active edges of one step.
 
     Attributes:
-        weight: effective weight per candidate ``[E]``, zero for inactive candidates.
+        weight: effective weight per candidate ``[E]`` (shaped like the weights given: a layer's weight
+            tensor stays in its shape), zero for inactive candidates.
         index: indices of the active candidates, ascending (CSR order), ``[k]``.
         mask: boolean ``[E]``, true for active candidates.
         straight_through: whether every candidate receives a gradient (DNW) or only active ones.
@@ -72,16 +75,24 @@ def activate(weight: Tensor, index: Tensor, straight_through: bool) -> ActiveEdg
     with torch.no_grad():
         mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
         mask[index] = True
+    shaped = mask.view(weight.shape)
     if straight_through:
-        eff = straight_through_mask(weight, mask)
+        eff = straight_through_mask(weight, shaped)
     else:
-        eff = weight * mask
+        eff = weight * shaped
     return ActiveEdges(eff, index, mask, straight_through)
 
 
-def _check_graph(graph: NeuralGraph) -> None:
-    if not isinstance(graph, NeuralGraph):
-        raise TypeError(f"graph: expected a NeuralGraph, got {type(graph).__name__}")
+def _check_graph(graph: Union[NeuralGraph, int]) -> int:
+    """The number of candidates of ``graph``: a :class:`NeuralGraph`, or a count of candidates for wirings of
+    layers whose candidates are the entries of a weight tensor (sparse layers, :class:`~neuralgraphs.nn.DNWConv`)."""
+    if isinstance(graph, NeuralGraph):
+        return graph.num_edges
+    if isinstance(graph, (int, np.integer)) and not isinstance(graph, bool):
+        if graph < 0:
+            raise ValueError(f"graph: expected a non-negative number of candidate edges, got {graph}")
+        return int(graph)
+    raise TypeError(f"graph: expected a NeuralGraph or a number of candidate edges (int), got {type(graph).__name__}")
 
 
 def _check_budget(k: Optional[int], density: Optional[float]) -> None:
@@ -122,7 +133,7 @@ def resolve_budget(graph: NeuralGraph, k: Optional[int] = None, density: Optiona
     """Turn a budget into the total number of active edges and, for segmented scopes, their layout.
 
     Args:
-        graph: the candidate graph.
+        graph: the candidate graph, or the number of candidates (a count has only the global scope).
         k: number of edges kept, at least 1: over the whole graph, or in each node / block that has
             candidates for the segmented scopes (at most the fewest candidates of such a node / block; nodes
             and blocks without candidates, like input nodes, keep none).
@@ -139,12 +150,15 @@ def resolve_budget(graph: NeuralGraph, k: Optional[int] = None, density: Optiona
             included), if ``k`` exceeds the candidate set (global) or the candidates of a node / block that
             has some (segmented scopes), or if ``per_block`` is asked of a graph without blocks.
     """
-    _check_graph(graph)
+    num_candidates = _check_graph(graph)
     if scope not in SCOPES:
         raise ValueError(f"scope: expected one of {SCOPES}, got {scope!r}")
     _check_budget(k, density)
     if scope == "global":
-        return _global_total(graph.num_edges, k, density), None
+        return _global_total(num_candidates, k, density), None
+    if not isinstance(graph, NeuralGraph):
+        raise ValueError(f"scope: {scope!r} needs a NeuralGraph (its target nodes or blocks); candidates known "
+                         "only by their count have the 'global' scope")
     labels = None
     if scope == "per_node":
         segment = graph.edge_index[1]
@@ -175,15 +189,20 @@ def resolve_budget(graph: NeuralGraph, k: Optional[int] = None, density: Optiona
 
 
 class Wiring(nn.Module):
-    """Base class of wirings.  Subclasses implement :meth:`select` (indices of the active candidates)."""
+    """Base class of wirings.  Subclasses implement :meth:`select` (indices of the active candidates).
+
+    A wiring built from a :class:`NeuralGraph` takes its candidate weights as one 1-D tensor; one built from
+    a count of candidates (a layer's weight entries) takes them in any shape, read in row-major order.
+    """
 
     straight_through: bool = False
+    graph_based: bool = True
 
     def __init__(self, graph: NeuralGraph, k: Optional[int] = None, density: Optional[float] = None,
                  scope: str = "global") -> None:
         super().__init__()
-        _check_graph(graph)
-        self.num_candidates = graph.num_edges
+        self.num_candidates = _check_graph(graph)
+        self.graph_based = isinstance(graph, NeuralGraph)
         self.scope = scope
         self.num_active, self._layout = resolve_budget(graph, k=k, density=density, scope=scope)
 
@@ -193,9 +212,11 @@ class Wiring(nn.Module):
     def _check_weight(self, weight: Tensor) -> None:
         if not isinstance(weight, Tensor):
             raise TypeError(f"weight: expected a tensor, got {type(weight).__name__}")
-        if weight.dim() != 1 or weight.numel() != self.num_candidates:
-            raise ValueError(f"weight: expected shape [{self.num_candidates}] (one per candidate edge), "
-                             f"got {list(weight.shape)}")
+        # A layer's weight tensor (a sparse conv's [out, in / groups, kh, kw]) is its candidates in row-major
+        # order; a graph's candidates are one 1-D tensor.
+        if weight.numel() != self.num_candidates or weight.dim() == 0 or (self.graph_based and weight.dim() != 1):
+            raise ValueError(f"weight: expected {self.num_candidates} entries (one per candidate edge: shape "
+                             f"[{self.num_candidates}], or a layer's weight tensor), got shape {list(weight.shape)}")
 
     # torch.compile runs the selection eagerly: its output size and the CPU path's search depend on the data
     @eager_in_compile
@@ -203,8 +224,13 @@ class Wiring(nn.Module):
         """Select the active edges for this step and return them with the effective weights."""
         self._check_weight(weight)
         with torch.no_grad():
-            index = self.select(weight)
+            index = self.select(weight.reshape(-1))
         return activate(weight, index, self.straight_through)
+
+    def masked(self, weight: Tensor) -> Tensor:
+        """This step's effective weights ``w * m`` alone, shaped like ``weight`` (what a layer multiplies
+        with); the same selection and gradient as :meth:`forward`."""
+        return self(weight).weight
 
     def extra_repr(self) -> str:
         return f"active={self.num_active}/{self.num_candidates}, scope={self.scope}"
@@ -218,7 +244,7 @@ class TopKWiring(Wiring):
     synchronisation.  On CPU the previous threshold narrows the search, which stays exact.
 
     Args:
-        graph: the candidate graph.
+        graph: the candidate graph, or the number of candidates (a count has only the global scope).
         k: number of active edges, at least 1 (in each node / block with candidates for the segmented
             scopes).  (give ``k`` or ``density``)
         density: fraction of candidates kept.
@@ -249,13 +275,7 @@ class TopKWiring(Wiring):
             raise TypeError(f"num_edges: expected an int, got {type(num_edges).__name__}")
         if num_edges < 0:
             raise ValueError(f"num_edges: expected a non-negative count, got {num_edges}")
-        _check_budget(k, density)
-        obj = cls.__new__(cls)
-        nn.Module.__init__(obj)
-        obj.num_candidates, obj.scope = num_edges, "global"
-        obj.num_active, obj._layout = _global_total(num_edges, k, density), None
-        obj._hint = None
-        return obj
+        return cls(num_edges, k=k, density=density)
 
     def select(self, weight: Tensor) -> Tensor:
         scores = weight.detach().abs().float()
@@ -320,7 +340,7 @@ class RandomWiring(_StoredWiring):
     per-block budgets exactly.  Only active edges receive gradients.
 
     Args:
-        graph: the candidate graph.
+        graph: the candidate graph, or the number of candidates (a count has only the global scope).
         k, density, scope: the budget, as for :class:`TopKWiring`.
         seed: random seed.  (default: ``0``)
     """
@@ -337,10 +357,11 @@ class CompleteWiring(_StoredWiring):
     """Every candidate is active (the complete-graph baseline)."""
 
     def __init__(self, graph: NeuralGraph) -> None:
-        _check_graph(graph)
+        num_candidates = _check_graph(graph)
         nn.Module.__init__(self)
         # every candidate, also none at all (a graph without candidate edges): no budget to check
-        self.num_candidates = self.num_active = graph.num_edges
+        self.num_candidates = self.num_active = num_candidates
+        self.graph_based = isinstance(graph, NeuralGraph)
         self.scope, self._layout = "global", None
         self._register_state()
         self._fix(torch.arange(self.num_candidates))
@@ -360,7 +381,7 @@ class FixedWiring(_StoredWiring):
     except the re-selection (``benchmarks/tiny.py`` uses it to separate the two costs).
 
     Args:
-        graph: the candidate graph.
+        graph: the candidate graph, or the number of candidates (a count has only the global scope).
         k, density, scope: the budget, as for :class:`TopKWiring`.
         weight: weights to choose from now.  (default: :obj:`None`, the first forward's weights)
         straight_through: give every candidate its straight-through gradient.  (default: :obj:`False`)
@@ -384,6 +405,7 @@ class FixedWiring(_StoredWiring):
         nn.Module.__init__(obj)
         obj.straight_through = check_bool("straight_through", straight_through)
         obj.num_candidates, obj.scope = wiring.num_candidates, wiring.scope
+        obj.graph_based = getattr(wiring, "graph_based", True)
         obj.num_active, obj._layout = wiring.num_active, wiring._layout
         obj._register_state()
         obj._check_weight(weight)
@@ -395,4 +417,4 @@ class FixedWiring(_StoredWiring):
 
     def freeze_from(self, weight: Tensor) -> None:
         """Fix the active set to the top-k of ``|weight|``."""
-        self._fix(self._choose(weight.detach().abs().float()))
+        self._fix(self._choose(weight.detach().reshape(-1).abs().float()))
