@@ -171,9 +171,10 @@ def count_parameters(model: nn.Module, effective: bool = True) -> int:
     """Parameters of ``model``.
 
     With ``effective=True`` each wired module's candidate weights count as its number of **active** edges
-    (not candidates; a sparse layer's weights as its active weights), the per-node parameters of its node operations count only for live nodes (see
-    :func:`live_nodes` and :func:`~neuralgraphs.nodes.node_parameters`), and every other parameter counts in
-    full.  With ``effective=False`` it is the plain number of stored parameters.
+    (not candidates; a sparse layer's weights as its active weights), the per-node parameters of its node
+    operations count only for live nodes (see :func:`live_nodes` and
+    :func:`~neuralgraphs.nodes.node_parameters`), a module that declares ``declared_parameters()`` (as the
+    compact layers do) counts what it declares, and every other parameter counts in full.  With ``effective=False`` it is the plain number of stored parameters.
 
     Args:
         model: any module.
@@ -203,6 +204,9 @@ def count_parameters(model: nn.Module, effective: bool = True) -> int:
         if _is_wired_layer(m) and id(m.weight) not in seen:
             seen.add(id(m.weight))
             total += _kept_weights(m)
+        elif callable(getattr(m, "declared_parameters", None)) and not any(id(p) in seen for p in m.parameters()):
+            seen.update(id(p) for p in m.parameters())
+            total += int(m.declared_parameters())
     total += sum(p.numel() for p in model.parameters() if id(p) not in seen)
     return total
 
@@ -214,7 +218,8 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 
     * every ``nn.Conv2d`` / ``nn.Linear`` that is not part of a node operation (forward hooks):
       ``out_elements * in_channels / groups * kh * kw`` and ``out_features * in_features``; a sparse layer
-      (:mod:`neuralgraphs.sparse`) as its output positions per channel times its active weights;
+      (:mod:`neuralgraphs.sparse`) as its output positions per channel times its active weights; a module
+      that declares its cost (``declared_macs(output)``, as the compact layers do) as it declares;
     * each graph product of a wired module as ``effective edges x elements of a node's features``, times the
       module's ``evaluations`` (1 for a static graph, ``steps`` for a discrete-time graph, the solver's
       function evaluations for a continuous-time graph);
@@ -256,12 +261,17 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     def graph_hook(m: nn.Module, inp, out) -> None:
         graph_inputs[id(m)] = tuple(inp[0].shape)
 
+    def declared_hook(m: nn.Module, inp, out) -> None:
+        counts["dense"] += int(m.declared_macs(out))
+
     for g in graphs:
         hooks.append(g.register_forward_hook(graph_hook))
     for m in model.modules():
         if id(m) in in_node_ops:
             continue
-        if isinstance(m, nn.Conv2d):
+        if callable(getattr(m, "declared_macs", None)):
+            hooks.append(m.register_forward_hook(declared_hook))
+        elif isinstance(m, nn.Conv2d):
             hooks.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             hooks.append(m.register_forward_hook(linear_hook))

@@ -120,7 +120,7 @@ class Bottleneck(nn.Module):
         return x if self.downsample is None else self.downsample(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_images(x, self.in_channels, self.conv1.weight)
+        _check_images(x, self.in_channels, self.bn1.weight)
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -197,7 +197,7 @@ class ResNet(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """The ``[B, 32 * width, H / 32, W / 32]`` map of ``layer4`` (input checked as in :meth:`forward`)."""
-        _check_images(x, self.in_channels, self.conv1.weight)
+        _check_images(x, self.in_channels, self.bn1.weight)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

@@ -1,0 +1,153 @@
+"""compact(): inference models against the trained models they come from and against dense masked references
+written here."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuralgraphs.analysis.counts import count_flops, count_parameters
+from neuralgraphs.models import DigitsGraphClassifier, RandWireNet, resnet50
+from neuralgraphs.sparse import CompactConv2d, CompactLinear, SparseConv2d, SparseLinear, compact, sparsify
+from neuralgraphs.wiring import FixedWiring
+from neuralgraphs.wiring import wiring as wiring_module
+
+
+def _trained(model, x, steps=3, lr=0.01):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    assert all(bool(p.isfinite().all()) for p in model.parameters())
+    return model.eval()
+
+
+def _masked_reference(layer):
+    w = layer.weight.detach().clone()
+    w[~layer.mask()] = 0
+    return w
+
+
+@pytest.mark.parametrize("form", ["dense", "channels", "csr"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_forms_equal_the_masked_convolution(form, stride):
+    torch.manual_seed(0)
+    layer = SparseConv2d(12, 10, 1, stride=stride, density=0.15)
+    with torch.no_grad():  # dead output channel 3 and input channel 5: the channel form drops them
+        layer.weight[3] = 0
+        layer.weight[:, 5] = 0
+        layer.bias[3] = 0.7
+    w = _masked_reference(layer)
+    x = torch.randn(3, 12, 7, 7)
+    ref = F.conv2d(x, w, layer.bias, stride=stride)
+    c = CompactConv2d(layer, form)
+    out = c(x)
+    assert out.shape == ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(c(x[:1]), ref[:1])
+    assert c.kept == int((w != 0).sum())
+    if form == "channels":
+        rows = sum(bool(w[o].any()) for o in range(10))
+        cols = sum(bool(w[:, i].any()) for i in range(12))
+        assert c.weight.shape == (rows, cols, 1, 1) and rows <= 9 and cols <= 11
+        torch.testing.assert_close(out[:, 3], torch.full_like(out[:, 3], 0.7))
+
+
+@pytest.mark.parametrize("form", ["dense", "channels"])
+def test_kxk_and_grouped_forms(form):
+    torch.manual_seed(0)
+    layer = SparseConv2d(8, 6, 3, stride=2, padding=2, dilation=2, density=0.2, bias=False)
+    x = torch.randn(2, 8, 9, 9)
+    ref = F.conv2d(x, _masked_reference(layer), None, stride=2, padding=2, dilation=2)
+    torch.testing.assert_close(CompactConv2d(layer, form)(x), ref)
+    grouped = SparseConv2d(8, 8, 3, padding=1, groups=4, density=0.3)
+    ref = F.conv2d(x, _masked_reference(grouped), grouped.bias, padding=1, groups=4)
+    torch.testing.assert_close(CompactConv2d(grouped, "dense")(x), ref)
+    with pytest.raises(ValueError, match="form"):
+        CompactConv2d(grouped, "csr")
+    with pytest.raises(ValueError, match="form"):
+        CompactConv2d(layer, "csr")  # a 3x3 kernel
+
+
+@pytest.mark.parametrize("form", ["dense", "channels", "csr"])
+def test_linear_forms(form):
+    torch.manual_seed(0)
+    layer = SparseLinear(9, 5, density=0.3)
+    with torch.no_grad():
+        layer.weight[:, 2] = 0
+    x = torch.randn(4, 3, 9)
+    ref = x @ _masked_reference(layer).T + layer.bias
+    torch.testing.assert_close(CompactLinear(layer, form)(x), ref)
+
+
+def test_compact_resnet_equals_the_sparse_model_and_runs_no_selection(monkeypatch):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    model = _trained(sparsify(resnet50(num_classes=10, width=8), 0.1, dense_first=True), x)
+    with torch.no_grad():
+        ref = model(x)
+    for example in (None, x):
+        small = compact(model, example)
+        assert not any(isinstance(m, (SparseConv2d, SparseLinear)) for m in small.modules())
+        assert isinstance(small.conv1, nn.Conv2d)  # the dense first layer stays as it is
+        monkeypatch.setattr(wiring_module, "topk_indices", None)  # any selection would fail now
+        with torch.no_grad():
+            torch.testing.assert_close(small(x), ref, rtol=1e-5, atol=1e-6)
+        monkeypatch.undo()
+        # same counts as the sparse model: the kept weights, once per output position
+        assert count_flops(small, (3, 32, 32)) == count_flops(model, (3, 32, 32))
+        assert count_parameters(small) == count_parameters(model)
+    rule = compact(model)
+    forms = {m.form for m in rule.modules() if isinstance(m, (CompactConv2d, CompactLinear))}
+    assert "csr" not in forms and forms <= {"dense", "channels"}  # 10 % is above csr_density: no CSR by the rule
+    assert "csr" in {m.form for m in compact(model, csr_density=0.2).modules()
+                     if isinstance(m, (CompactConv2d, CompactLinear))}
+    assert isinstance(model.layer1[0].conv1, SparseConv2d)  # the original is untouched
+
+
+def test_exportable_compact_model_exports():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    model = _trained(sparsify(resnet50(num_classes=10, width=4), 0.05), x)
+    small = compact(model, exportable=True)
+    assert all(m.form != "csr" for m in small.modules() if isinstance(m, (CompactConv2d, CompactLinear)))
+    exported = torch.export.export(small, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_compact_graph_modules_freeze_their_wiring():
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 8, 8)
+    tiny = DigitsGraphClassifier("static")
+    _trained(tiny, x)
+    small = compact(tiny)
+    wired = [m for m in small.modules() if isinstance(getattr(m, "wiring", None), FixedWiring)]
+    assert wired and all(torch.equal(m.active().index, o.active().index)
+                         for m, o in zip(wired, [m for m in tiny.modules() if hasattr(m, "wiring")]))
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), tiny(x))
+    net = RandWireNet(num_nodes=8, channels=8, num_classes=10, wiring="dnw", num_blocks=3).eval()
+    xi = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compact(net)(xi), net(xi))
+
+
+def test_compact_bad_inputs():
+    with pytest.raises(TypeError, match="model"):
+        compact("model")
+    with pytest.raises(ValueError, match="no sparse layer"):
+        compact(nn.Linear(2, 2))
+    model = sparsify(nn.Sequential(nn.Linear(4, 4)), 0.5)
+    with pytest.raises(TypeError, match="exportable"):
+        compact(model, exportable="yes")
+    with pytest.raises(ValueError, match="csr_density"):
+        compact(model, csr_density=1.5)
+    with pytest.raises(ValueError, match="form"):
+        CompactLinear(model[0], "bsr")
+    with pytest.raises(TypeError, match="conv"):
+        CompactConv2d(model[0])
+    copy.deepcopy(compact(model))  # inference models copy like any module
