@@ -208,3 +208,19 @@ def test_bad_inputs():
         Bottleneck(16, 4)(torch.randn(1, 8, 5, 5))
     with pytest.raises(ValueError, match="stride"):
         Bottleneck(16, 4, stride=0)
+
+
+def test_sparse_resnet50_configurations():
+    from neuralgraphs.models import RESNET50_SPARSE, sparse_resnet50
+    from neuralgraphs.sparse import SparseConv2d, density_report
+
+    for name, spec in RESNET50_SPARSE.items():
+        model = sparse_resnet50(name, num_classes=10, width=8)
+        assert isinstance(model.conv1, SparseConv2d) != spec["dense_first"]
+        rows = density_report(model).layers
+        first = rows[0]
+        assert first["name"] == "conv1" and (first["density"] == 1.0) == spec["dense_first"]
+        for row in rows[1:]:
+            assert row["kept"] == max(1, round(spec["density"] * row["total"])), (name, row["name"])
+    with pytest.raises(ValueError, match="config"):
+        sparse_resnet50("dnw-5")

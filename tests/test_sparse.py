@@ -184,8 +184,8 @@ def test_global_selection_runs_once_per_forward_and_follows_the_weights(monkeypa
     torch.manual_seed(0)
     model = sparsify(resnet50(num_classes=10, width=4), 0.2, budget="global")
     calls = []
-    real = budgets_module.topk_indices
-    monkeypatch.setattr(budgets_module, "topk_indices", lambda *a: calls.append(1) or real(*a))
+    real = budgets_module.topk_masks
+    monkeypatch.setattr(budgets_module, "topk_masks", lambda *a: calls.append(1) or real(*a))
     x = torch.randn(2, 3, 32, 32)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     model(x).sum().backward()
@@ -435,3 +435,64 @@ def test_count_based_wirings():
         RandomWiring(-1, k=1)
     fixed = FixedWiring(12, k=5, weight=weight)
     assert torch.equal(fixed(weight).mask.view(3, 4), _topk_mask(weight, 5))
+
+
+def _reference_masks(parts, k):
+    flat = torch.cat(parts)
+    # NaN ranks above every number, ties to the lower index: a full sort of (rank key, index)
+    keyed = sorted(range(flat.numel()), key=lambda i: (0 if torch.isnan(flat[i]) else 1, -float(flat[i]), i))
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    mask[keyed[:k]] = True
+    return list(mask.split([p.numel() for p in parts]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=4), st.integers(0, 2**31 - 1), st.floats(0.0, 1.0),
+       st.booleans(), st.booleans())
+def test_topk_masks_against_a_full_sort_over_steps(sizes, seed, fraction, coarse, nan):
+    from neuralgraphs.wiring.select import topk_masks
+
+    gen = torch.Generator().manual_seed(seed)
+    parts = [torch.rand(n, generator=gen) for n in sizes]
+    if coarse:  # many exact ties, also across the parts
+        parts = [(p * 8).floor() / 8 for p in parts]
+    if nan:
+        parts[0][0] = float("nan")
+    n = sum(sizes)
+    k = int(round(fraction * n))
+    bounds = None
+    for _ in range(4):  # later calls search the band of the earlier bounds
+        masks, bounds = topk_masks(parts, k, bounds)
+        for m, r in zip(masks, _reference_masks(parts, k)):
+            assert torch.equal(m, r)
+        parts = [(p + 0.01 * torch.randn(p.shape, generator=gen)).abs() for p in parts]
+        if coarse:
+            parts = [(p * 8).floor() / 8 for p in parts]
+
+
+def test_topk_masks_bad_inputs():
+    from neuralgraphs.wiring.select import topk_masks
+
+    with pytest.raises(ValueError, match="scores"):
+        topk_masks([], 1)
+    with pytest.raises(TypeError, match="scores"):
+        topk_masks([torch.ones(3, dtype=torch.float64)], 1)
+    with pytest.raises(ValueError, match="k"):
+        topk_masks([torch.ones(3)], 4)
+    with pytest.raises(TypeError, match="k"):
+        topk_masks([torch.ones(3)], 1.0)
+
+
+def test_masked_weight_matches_the_indexed_selection_over_training():
+    # the layers' mask-only path and the graph modules' indexed path pick the same weights at every step
+    torch.manual_seed(0)
+    layer = SparseConv2d(16, 32, 3, density=0.1)
+    ref = TopKWiring(layer.weight.numel(), k=layer.num_kept)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5, momentum=0.9)
+    x = torch.randn(2, 16, 6, 6)
+    for _ in range(6):
+        eff = layer.effective_weight()
+        assert torch.equal((eff != 0).view(-1), ref(layer.weight.detach().view(-1)).mask)
+        opt.zero_grad()
+        layer(x).square().sum().backward()
+        opt.step()

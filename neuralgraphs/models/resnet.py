@@ -19,7 +19,8 @@ from typing import Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from neuralgraphs._checks import check_batch, check_bool, check_int
+from neuralgraphs._checks import check_batch, check_bool, check_choice, check_int
+from neuralgraphs.sparse import sparsify
 
 EXPANSION = 4
 
@@ -230,3 +231,36 @@ def resnet50(num_classes: int = 1000, width: int = 64, in_channels: int = 3,
     """
     return ResNet((3, 4, 6, 3), num_classes=num_classes, width=width, in_channels=in_channels,
                   zero_init_residual=zero_init_residual)
+
+
+# The DNW paper's sparse ResNet-50 runs (PAPER_FACTS: ImageNet top-1 of each configuration, DNW's own rows).
+RESNET50_SPARSE = {
+    "dnw-10-first-dense": {"density": 0.1, "dense_first": True, "top1": 75.0},
+    "dnw-20-first-dense": {"density": 0.2, "dense_first": True, "top1": 76.6},
+    "dnw-10": {"density": 0.1, "dense_first": False, "top1": 74.0},
+    "dnw-20": {"density": 0.2, "dense_first": False, "top1": 76.2},
+}
+
+
+def sparse_resnet50(config: str = "dnw-10-first-dense", *, num_classes: int = 1000, width: int = 64,
+                    wiring: str = "dnw", budget: str = "uniform", seed: int = 0) -> ResNet:
+    """ResNet-50 v1.5 with DNW's sparse layers, in one of the paper's configurations.
+
+    Every convolution and the classifier keep the same fraction of their weights (the top-k by magnitude,
+    re-chosen every step, straight-through gradient; batch norms dense), the first convolution optionally
+    dense.  ``RESNET50_SPARSE`` lists the configurations with the published ImageNet top-1 (dense: 77.5).
+
+    Args:
+        config: ``"dnw-10-first-dense"``, ``"dnw-20-first-dense"``, ``"dnw-10"`` or ``"dnw-20"``.
+            (default: ``"dnw-10-first-dense"``)
+        num_classes, width: as for :func:`resnet50`.
+        wiring: ``"dnw"``, or a baseline at the same per-layer counts (``"random"``, ``"no_update"``).
+            (default: ``"dnw"``)
+        budget: ``"uniform"`` as in the paper, or ``"global"`` / ``"erk"`` for comparison.
+            (default: ``"uniform"``)
+        seed: seed of the random masks.  (default: ``0``)
+    """
+    check_choice("config", config, tuple(RESNET50_SPARSE))
+    spec = RESNET50_SPARSE[config]
+    return sparsify(resnet50(num_classes=num_classes, width=width), spec["density"], budget=budget, wiring=wiring,
+                    dense_first=spec["dense_first"], seed=seed)

@@ -22,7 +22,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from neuralgraphs.wiring import TopKWiring, topk_indices
+from neuralgraphs.wiring import TopKWiring
+from neuralgraphs.wiring.select import topk_masks
 from neuralgraphs.wiring.wiring import ActiveEdges, straight_through_mask
 
 __all__ = ["BUDGETS", "erk_counts", "global_count", "GlobalSelection", "GlobalTopKWiring"]
@@ -93,7 +94,7 @@ class GlobalSelection:
         self.sizes = [layer.weight.numel() for layer in self.layers]
         self._key: Optional[tuple] = None
         self._masks: List[Tensor] = []
-        self._hint: Optional[float] = None
+        self._bounds = None
 
     def invalidate(self, *_) -> None:
         """Forget the current selection (the signature of a forward pre-hook)."""
@@ -106,11 +107,9 @@ class GlobalSelection:
         if key != self._key:
             with torch.no_grad():
                 device = weights[0].device
-                scores = torch.cat([w.detach().reshape(-1).abs().float().to(device) for w in weights])
-                index, self._hint = topk_indices(scores, self.k, self._hint)
-                mask = torch.zeros(scores.numel(), dtype=torch.bool, device=device)
-                mask[index] = True
-                self._masks = [m.to(w.device) for m, w in zip(mask.split(self.sizes), weights)]
+                scores = [w.detach().reshape(-1).abs().float().to(device) for w in weights]
+                masks, self._bounds = topk_masks(scores, self.k, self._bounds)
+                self._masks = [m.to(w.device) for m, w in zip(masks, weights)]
             self._key = key
         return self._masks
 

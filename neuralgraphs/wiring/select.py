@@ -11,7 +11,7 @@ NaNs tie with one another, so the lower index wins among them too.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -233,3 +233,91 @@ class SegmentLayout:
         mask = torch.zeros(self.num_candidates + 1, dtype=torch.bool, device=scores.device)
         mask[chosen.view(-1)] = True
         return torch.nonzero_static(mask[:-1], size=self.total).view(-1)
+
+
+Bounds = Tuple[float, float]
+
+
+@eager_in_compile  # data-dependent sizes on CPU, as topk_indices
+def topk_masks(scores: Sequence[Tensor], k: int, bounds: Optional[Bounds] = None
+               ) -> Tuple[List[Tensor], Optional[Bounds]]:
+    """Boolean masks of the ``k`` largest entries of several 1-D fp32 tensors read as one (concatenated in
+    the order given), ties to the lower index; NaN ranks above every number.
+
+    What a layer needs when it multiplies with ``w * mask`` and never reads the indices: no index list of
+    the ``k`` kept entries is built, and the tensors are not concatenated (a global budget over the layers
+    of a model selects across their weights where they are).
+
+    Args:
+        scores: 1-D float32 tensors on one device (typically ``|w|`` of each layer).
+        k: entries kept in all of them together, ``0 <= k <= total``.
+        bounds: ``(low, high)`` from the previous call.  On CPU, when at most ``k`` scores lie at or above
+            ``high`` and at least ``k`` at or above ``low``, only the scores in ``[low, high)`` are searched
+            (about 2 % of ``k``); the answer is exact either way.  Ignored on other devices, which use
+            :func:`topk_indices`'s synchronisation-free path.
+
+    Returns:
+        ``(masks, next_bounds)``: one boolean mask per tensor, and bounds for the next call (or :obj:`None`).
+    """
+    scores = list(scores)
+    if not scores:
+        raise ValueError("scores: expected at least one tensor")
+    for s in scores:
+        _check_scores(s)
+    sizes = [s.numel() for s in scores]
+    n = sum(sizes)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k: expected an int, got {type(k).__name__}")
+    if not 0 <= k <= n:
+        raise ValueError(f"k: expected a count in [0, {n}] (the number of scores), got {k}")
+    device = scores[0].device
+    if k == n or k == 0:
+        return [torch.full((m,), k == n, dtype=torch.bool, device=device) for m in sizes], None
+    if device.type != "cpu" or any(_has_nan(s) for s in scores):
+        flat = scores[0] if len(scores) == 1 else torch.cat(scores)
+        mask = torch.zeros(n, dtype=torch.bool, device=device)
+        mask[_topk_indices_sync_free(flat, k)] = True
+        return list(mask.split(sizes)), None
+    margin = _margin(n, k)
+    if bounds is not None:
+        low, high = bounds
+        above = [s >= high for s in scores]
+        need = k - sum(int(torch.count_nonzero(a)) for a in above)
+        if need >= 0:
+            band = torch.cat([s[(s >= low) & ~a] for s, a in zip(scores, above)])
+            m = band.numel()
+            if need <= m:
+                threshold = high if need == 0 else float(_kth_largest(band, need))
+                masks = _masks_at(scores, threshold, k)
+                # The same bounds serve the next steps while the threshold stays well inside them.
+                if margin // 4 <= min(need, m - need) and m <= 8 * margin:
+                    return masks, bounds
+                return masks, _bounds(scores, k, margin)
+    flat = scores[0] if len(scores) == 1 else torch.cat(scores)
+    masks = _masks_at(scores, float(_kth_largest(flat, k)), k)
+    return masks, _bounds(scores, k, margin)
+
+
+def _masks_at(scores: List[Tensor], threshold: float, k: int) -> List[Tensor]:
+    """Masks of the ``k`` scores that are at least ``threshold`` (the k-th largest), lowest-index ties first."""
+    masks = [s >= threshold for s in scores]
+    if sum(int(torch.count_nonzero(m)) for m in masks) == k:  # the usual case: no tie straddles the threshold
+        return masks
+    need = k - sum(int(torch.count_nonzero(s > threshold)) for s in scores)
+    out, offset = [], 0
+    for s in scores:
+        ties = s == threshold
+        out.append((s > threshold) | (ties & (ties.cumsum(0) + offset <= need)))
+        offset += int(torch.count_nonzero(ties))
+    return out
+
+
+def _bounds(scores: List[Tensor], k: int, margin: int) -> Optional[Bounds]:
+    """Scores ``margin`` ranks above and below the k-th largest (read from a full selection; rare)."""
+    if margin <= 0:
+        return None
+    flat = scores[0] if len(scores) == 1 else torch.cat(scores)
+    n = flat.numel()
+    high = float(_kth_largest(flat, max(k - margin, 1)))
+    low = float(_kth_largest(flat, min(k + margin, n)))
+    return low, high
