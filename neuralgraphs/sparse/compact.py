@@ -15,7 +15,8 @@ replaces every sparse layer by a fixed one in one of these forms:
 Which form is fastest depends on the layer's shape, its density, the batch and the machine (torch's CSR
 product beats the dense GEMM of a 1x1 convolution at about 5 % density, not at 20 %; see
 ``benchmarks/sparse.py``), so with an ``example_input`` each layer is timed in every form on its own input
-and keeps the fastest; without one the rule measured there applies: CSR where a layer keeps at most
+and keeps the fastest, and the whole model must then beat the same model with every layer dense (else
+the dense layers stay); without one the rule measured there applies: CSR where a layer keeps at most
 ``csr_density`` of its weights, the channel form where it drops channels, else dense.
 
 ``torch.export`` has no kernels for sparse CSR tensors (torch 2.13), so ``exportable=True`` keeps to the dense
@@ -213,15 +214,24 @@ def _make(layer: nn.Module, form: str) -> nn.Module:
     return CompactConv2d(layer, form) if isinstance(layer, nn.Conv2d) else CompactLinear(layer, form)
 
 
-def _time(module: nn.Module, x: Tensor, repeats: int = 5) -> float:
+def _time(module: nn.Module, x, repeats: int = 5) -> float:
+    """Best of ``repeats`` timed calls after one untimed call (``x`` a tensor or a tuple of arguments)."""
+    args = x if isinstance(x, tuple) else (x,)
     with torch.no_grad():
-        module(x)
+        module(*args)
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
-            module(x)
+            module(*args)
             best = min(best, time.perf_counter() - start)
     return best
+
+
+def _install(model: nn.Module, layers: List[Tuple[str, nn.Module]]) -> None:
+    for name, new in layers:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new)
 
 
 def _inputs_of(model: nn.Module, layers: Dict[str, nn.Module], example_input) -> Dict[str, Tensor]:
@@ -230,7 +240,7 @@ def _inputs_of(model: nn.Module, layers: Dict[str, nn.Module], example_input) ->
              for name, m in layers.items()]
     try:
         with torch.no_grad():
-            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+            model(*(example_input if isinstance(example_input, tuple) else (example_input,)))
     finally:
         for h in hooks:
             h.remove()
@@ -275,13 +285,14 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
         raise ValueError("model: holds no sparse layer and no graph module to compact")
     has_graph = any(isinstance(m.wiring, TopKWiring) and not isinstance(m, SparseLayer) for m in wired)
     inputs = _inputs_of(model, layers, example_input) if example_input is not None and layers else {}
-    choices: List[Tuple[str, nn.Module]] = []
+    choices: List[Tuple[str, nn.Module, nn.Module]] = []  # (name, chosen, dense)
     for name, layer in layers.items():
         forms = _forms(layer, exportable)
+        dense = _make(layer, "dense")
         if name in inputs:
             # another form must beat the dense one by a margin: single-layer timings vary by ~10 %
-            timed = [(_time(c, inputs[name]) * (1.0 if c.form == "dense" else 1.1), c)
-                     for c in (_make(layer, f) for f in forms)]
+            timed = [(_time(dense, inputs[name]), dense)]
+            timed += [(_time(c, inputs[name]) * 1.1, c) for c in (_make(layer, f) for f in forms if f != "dense")]
             best = min(timed, key=lambda t: t[0])[1]
         else:
             form = "dense"
@@ -289,12 +300,16 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
                 form = "csr"
             elif "channels" in forms:
                 form = "channels"
-            best = _make(layer, form)
-        choices.append((name, best))
-    for name, new in choices:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, new)
+            best = dense if form == "dense" else _make(layer, form)
+        choices.append((name, best, dense))
+    _install(model, [(name, best) for name, best, _ in choices])
+    if inputs and any(best is not dense for _, best, dense in choices):
+        # Layers timed alone can add up to a slower model (caches, the layouts they hand on): the whole model
+        # with the chosen forms must beat it with dense layers, else the dense layers stay.
+        chosen = _time(model, example_input, repeats=3)
+        _install(model, [(name, dense) for name, _, dense in choices])
+        if _time(model, example_input, repeats=3) > chosen:
+            _install(model, [(name, best) for name, best, _ in choices])
     if has_graph:
         freeze_wiring(model)
     return model.eval()

@@ -289,10 +289,11 @@ def topk_masks(scores: Sequence[Tensor], k: int, bounds: Optional[Bounds] = None
             if need <= m:
                 threshold = high if need == 0 else float(_kth_largest(band, need))
                 masks = _masks_at(scores, threshold, k)
-                # The same bounds serve the next steps while the threshold stays well inside them.
+                # The same bounds serve the next steps while the threshold stays well inside them; else new
+                # ones are read from the band (a full selection costs 5-10 calls of this path).
                 if margin // 4 <= min(need, m - need) and m <= 8 * margin:
                     return masks, bounds
-                return masks, _bounds(scores, k, margin)
+                return masks, _recentred(band, need, threshold, low, high, margin)
     flat = scores[0] if len(scores) == 1 else torch.cat(scores)
     masks = _masks_at(scores, float(_kth_largest(flat, k)), k)
     return masks, _bounds(scores, k, margin)
@@ -310,6 +311,17 @@ def _masks_at(scores: List[Tensor], threshold: float, k: int) -> List[Tensor]:
         out.append((s > threshold) | (ties & (ties.cumsum(0) + offset <= need)))
         offset += int(torch.count_nonzero(ties))
     return out
+
+
+def _recentred(band: Tensor, need: int, threshold: float, low: float, high: float, margin: int) -> Bounds:
+    """Bounds ``margin`` ranks either side of the threshold, read from the band ``[low, high)`` of this call
+    (``need``: the threshold's rank in it, from the top).  Where the band is too thin on a side, that side
+    moves by the band's width: a guess, which the next call checks like any bounds."""
+    m = band.numel()
+    width = max(high - low, abs(threshold) * 1e-6, 1e-30)
+    new_high = float(_kth_largest(band, need - margin)) if need - margin >= 1 else threshold + width
+    new_low = float(_kth_largest(band, need + margin)) if need + margin <= m else threshold - width
+    return min(new_low, threshold), max(new_high, threshold)
 
 
 def _bounds(scores: List[Tensor], k: int, margin: int) -> Optional[Bounds]:
