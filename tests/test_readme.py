@@ -380,3 +380,25 @@ def test_discrete_time_graph_plans_per_forward_not_per_step(monkeypatch, spies, 
                 z = model.node_op(z, slice(0, n)) @ mat.t()
         torch.testing.assert_close(out.detach(), z[:, model.outputs], rtol=1e-9, atol=1e-9)
     assert counts[2] == counts[7]
+
+
+def test_sparse_networks_block_runs_and_does_what_it_says():
+    from neuralgraphs.sparse import CompactConv2d, SparseConv2d
+
+    code = _section_code_block(README.read_text(encoding="utf-8"), "Sparse networks")
+    assert "sparsify(" in code and "compact(" in code
+    namespace = {"__name__": "readme_sparse"}
+    out = io.StringIO()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, str(README) + ":Sparse networks", "exec"), namespace)
+    model, fast, x = namespace["model"], namespace["fast"], namespace["x"]
+    # the first convolution dense, the others at 10 % (a hand count per layer), as the printed table says
+    assert not isinstance(model.conv1, SparseConv2d)
+    layer = model.layer2[0].conv2
+    assert layer.num_kept == round(0.1 * layer.weight.numel())
+    assert "(weights)" in out.getvalue() and "layer2.0.conv2" in out.getvalue()
+    assert any(isinstance(m, CompactConv2d) for m in fast.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)

@@ -84,6 +84,13 @@ def _node_ops(g: nn.Module) -> List[nn.Module]:
     return [op for op in (getattr(g, "node_op", None), getattr(g, "post_op", None)) if isinstance(op, nn.Module)]
 
 
+def _input_op(g: nn.Module):
+    """A graph module's ``input_op``: a node operation over its input nodes that runs on the module's input
+    before the graph (a MobileNet graph's strided depthwise convolutions), or :obj:`None`."""
+    op = getattr(g, "input_op", None)
+    return op if isinstance(op, nn.Module) else None
+
+
 def _reachable(num_nodes: int, src: np.ndarray, dst: np.ndarray, start: np.ndarray) -> np.ndarray:
     """Boolean mask of nodes reachable from ``start`` along ``src -> dst`` edges (start nodes included)."""
     import scipy.sparse as sp
@@ -194,11 +201,14 @@ def count_parameters(model: nn.Module, effective: bool = True) -> int:
         seen.add(id(g.weight))
         total += int(g.wiring.num_active)
         live = _analyse(g)[2]
-        for op in _node_ops(g):
+        parts = [(op, g.graph.num_nodes, live) for op in _node_ops(g)]
+        if _input_op(g) is not None:
+            parts.append((_input_op(g), int(g.graph.inputs.numel()), live[g.graph.inputs]))
+        for op, n, alive in parts:
             if any(id(p) in seen for p in op.parameters()):
                 continue  # shared with another graph module, counted there
-            per, shared = node_parameters(op, g.graph.num_nodes)
-            total += int(per[live].sum()) + shared
+            per, shared = node_parameters(op, n)
+            total += int(per[alive].sum()) + shared
             seen.update(id(p) for p in op.parameters())
     for m in model.modules():
         if _is_wired_layer(m) and id(m.weight) not in seen:
@@ -225,6 +235,8 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
       function evaluations for a continuous-time graph);
     * the node operations (``node_op``, and ``post_op`` of dynamic graphs) of live nodes only, with the same
       multiplicity, as the operations declare them (:func:`~neuralgraphs.nodes.node_macs`);
+    * a graph module's ``input_op`` (a node operation on its input nodes, run on the module's input before
+      the graph) for live input nodes, once;
     * what a module declares it computes outside its graph (``extra_macs``).
 
     Args:
@@ -243,7 +255,8 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     if not shape or any(s <= 0 for s in shape):
         raise ValueError(f"input_shape: expected positive sizes without the batch dimension, got {shape}")
     graphs = _graph_modules(model)
-    in_node_ops = {id(m) for g in graphs for op in _node_ops(g) for m in op.modules()}
+    in_node_ops = {id(m) for g in graphs for op in _node_ops(g) + [_input_op(g)] if op is not None
+                   for m in op.modules()}
     counts: Dict[str, int] = {"dense": 0}
     graph_inputs: Dict[int, Tuple[int, ...]] = {}
     hooks = []
@@ -299,6 +312,9 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
             macs, _ = node_macs(op, g.graph.num_nodes, node_shape)
             per_eval += int(macs[live].sum())
         total += int(getattr(g, "evaluations", 1)) * per_eval
+        if _input_op(g) is not None:
+            macs, _ = node_macs(_input_op(g), int(g.graph.inputs.numel()), x_shape[2:])
+            total += int(macs[live[g.graph.inputs]].sum())
         if hasattr(g, "extra_macs"):
             total += int(g.extra_macs(x_shape))
     return int(total)
