@@ -33,3 +33,10 @@ def test_analyse_wiring(tmp_path):
     out = _run("analyse_wiring.py", "--out", str(png))
     assert "learned" in out and "random" in out and "depth" in out
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mobilenet_chain():
+    out = _run("mobilenet_chain.py")
+    lines = [line.split() for line in out.splitlines() if line.startswith(("dnw ", "random "))]
+    assert [line[0] for line in lines] == ["dnw", "random"]
+    assert lines[0][2] == lines[1][2] == "158942"  # the x0.225 budget, equal for both

@@ -21,7 +21,10 @@ sources and output average), and every ``nn.Conv2d`` / ``nn.Linear`` outside the
 One counting protocol serves every model: a wired module exposes ``graph``, ``weight``, ``wiring`` and
 ``active()``; a graph module also ``node_op`` (and a dynamic one ``post_op``), whose costs per node the
 operations declare themselves (:func:`~neuralgraphs.nodes.node_macs`, :func:`~neuralgraphs.nodes.node_parameters`),
-plus ``evaluations`` (graph products per forward), ``node_shape(input_shape)`` and ``extra_macs(input_shape)``.
+plus ``evaluations`` (graph products per forward), ``node_shape(input_shape)``, ``extra_macs(input_shape)`` and
+``input_op`` (a node operation on the input nodes run before the graph, counted for live input nodes).
+Sparse layers count their active weights; a module may declare its own costs (``declared_macs(output)``,
+``declared_parameters()``), as the compact inference layers do.
 
 For the default static DNW :class:`~neuralgraphs.models.TinyClassifier` at initialisation
 :func:`count_parameters` gives 32,000 active edges + 708 live nodes x (9 node-conv weights + 2 instance-norm

@@ -44,7 +44,7 @@ from neuralgraphs.generators.candidates import blocked_dag
 from neuralgraphs.nodes import Activation, Identity, NodeConv2d, NodeNorm, NodeRanges, NodeSequential, node_macs
 from neuralgraphs.sparse import SparseLinear
 
-__all__ = ["MOBILENET_GRAPHS", "MOBILENET_WIRINGS", "MobileNetGraph", "MobileNetV1Graphs", "graph_edge_budget",
+__all__ = ["MOBILENET_GRAPHS", "MOBILENET_WIRINGS", "MOBILENET_IMAGENET_RECIPE", "MobileNetGraph", "MobileNetV1Graphs", "graph_edge_budget",
            "mobilenet_v1", "MobileNetV1"]
 
 #: (in, out, stride, sub-layers) of the five graphs
@@ -52,6 +52,11 @@ MOBILENET_GRAPHS: Tuple[Tuple[int, int, int, int], ...] = (
     (32, 64, 1, 1), (64, 128, 2, 2), (128, 256, 2, 2), (256, 512, 2, 6), (512, 1024, 2, 2))
 MOBILENET_WIRINGS = ("dnw", "random", "complete", "no_update")
 STEM_CHANNELS = 32
+
+#: The paper's ImageNet recipe as keyword arguments of :func:`neuralgraphs.train.fit` (with a batch of 512
+#: and 224 x 224 crops; ``examples/mobilenet_chain.py --imagenet DIR`` runs it on an image folder).
+MOBILENET_IMAGENET_RECIPE = {"epochs": 250, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-5,
+                             "schedule": "cosine", "batch_size": 512}
 
 
 def graph_edge_budget(width: float, in_channels: int, out_channels: int, sub_layers: int) -> int:
@@ -168,7 +173,8 @@ class MobileNetV1Graphs(nn.Module):
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
         if small:
-            self.fc = SparseLinear(last, self.num_classes, density=self.width ** 2,
+            # the classifier weights of MobileNetV1 at this width (1024 * d inputs): density d
+            self.fc = SparseLinear(last, self.num_classes, density=self.width,
                                    wiring="dnw" if wiring == "dnw" else ("random" if wiring == "random" else "no_update"),
                                    seed=seed)
         else:
