@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuralgraphs.analysis.counts import count_flops, count_parameters
-from neuralgraphs.models import DigitsGraphClassifier, RandWireNet, resnet50
+from neuralgraphs.analysis.counts import count_flops, count_parameters, effective_edges
+from neuralgraphs.models import DigitsGraphClassifier, MobileNetV1Graphs, RandWireNet, TinyClassifier, resnet50
 from neuralgraphs.sparse import CompactConv2d, CompactLinear, SparseConv2d, SparseLinear, compact, sparsify
-from neuralgraphs.wiring import FixedWiring
+from neuralgraphs.wiring import FixedWiring, TopKWiring
 from neuralgraphs.wiring import wiring as wiring_module
 
 
@@ -124,7 +124,7 @@ def test_compact_graph_modules_freeze_their_wiring():
     x = torch.randn(4, 1, 8, 8)
     tiny = DigitsGraphClassifier("static")
     _trained(tiny, x)
-    small = compact(tiny)
+    small = compact(tiny, drop_nodes=False)
     wired = [m for m in small.modules() if isinstance(getattr(m, "wiring", None), FixedWiring)]
     assert wired and all(torch.equal(m.active().index, o.active().index)
                          for m, o in zip(wired, [m for m in tiny.modules() if hasattr(m, "wiring")]))
@@ -134,6 +134,54 @@ def test_compact_graph_modules_freeze_their_wiring():
     xi = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(compact(net)(xi), net(xi))
+
+
+def _live_reference(g):
+    """Nodes to keep by hand: inputs, outputs, and nodes on an input-to-output path of active edges."""
+    import networkx as nx
+
+    src, dst = g.graph.edge_index[:, g.active().mask].tolist()
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(g.graph.num_nodes))
+    dag.add_edges_from(zip(src, dst))
+    inputs, outputs = g.graph.inputs.tolist(), g.graph.outputs.tolist()
+    fed = set(inputs).union(*(nx.descendants(dag, i) for i in inputs))
+    useful = set(outputs).union(*(nx.ancestors(dag, o) for o in outputs))
+    keep = (fed & useful) | set(inputs) | set(outputs)
+    edges = sum(1 for u, v in zip(src, dst) if u in fed and v in useful)
+    return sorted(keep), edges
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: TinyClassifier("static", num_nodes=96, num_inputs=8, num_outputs=16, density=0.1,
+                            blocks=(8, 40, 48)), (4, 3, 32, 32)),
+    (lambda: MobileNetV1Graphs(width=0.1, num_classes=10), (2, 3, 32, 32)),
+])
+def test_compact_drops_dead_nodes_and_keeps_outputs_and_counts(make, shape):
+    from neuralgraphs.sparse import CompactGraph
+
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    model = _trained(make(), x, steps=4, lr=0.05)
+    graphs = [m for m in model.modules() if isinstance(getattr(m, "wiring", None), TopKWiring)]
+    small = compact(model)
+    compacted = [m for m in small.modules() if isinstance(m, CompactGraph)]
+    assert len(compacted) == len(graphs)
+    dropped = 0
+    for g, c in zip(graphs, compacted):
+        keep, edges = _live_reference(g)
+        assert c.kept_nodes.tolist() == keep
+        assert c.wiring.num_active == edges
+        dropped += g.graph.num_nodes - c.graph.num_nodes
+    assert dropped > 0
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), rtol=1e-5, atol=1e-6)
+    assert count_flops(small, shape[1:]) == count_flops(model, shape[1:])
+    # the same live nodes; of the edges only the effective ones stay (count_parameters counts active edges)
+    ineffective = sum(int(g.wiring.num_active) - effective_edges(g) for g in graphs)
+    assert count_parameters(small) == count_parameters(model) - ineffective
+    # fewer nodes to compute, fewer stored parameters
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
 
 
 def test_compact_bad_inputs():

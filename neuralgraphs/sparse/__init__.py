@@ -14,6 +14,6 @@ from neuralgraphs.sparse.sparsify import (SPARSE_WIRINGS, DensityReport, density
 __all__ = ["sparsify", "density_report", "DensityReport", "sparsifiable_layers", "SparseConv2d", "SparseLinear",
            "SparseLayer", "layer_graph", "BUDGETS", "SPARSE_WIRINGS", "erk_counts", "global_count",
            "GlobalSelection", "GlobalTopKWiring"]
-from neuralgraphs.sparse.compact import FORMS, CompactConv2d, CompactLinear, compact  # noqa: E402
+from neuralgraphs.sparse.compact import FORMS, CompactConv2d, CompactGraph, CompactLinear, compact  # noqa: E402
 
-__all__ += ["compact", "CompactConv2d", "CompactLinear", "FORMS"]
+__all__ += ["compact", "CompactConv2d", "CompactLinear", "CompactGraph", "FORMS"]

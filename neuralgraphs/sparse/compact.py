@@ -20,8 +20,13 @@ the dense layers stay); without one the rule measured there applies: CSR where a
 ``csr_density`` of its weights, the channel form where it drops channels, else dense.
 
 ``torch.export`` has no kernels for sparse CSR tensors (torch 2.13), so ``exportable=True`` keeps to the dense
-forms.  Graph modules (static, discrete-time and continuous-time graphs, stages) are compacted by freezing
-their wiring to its current selection, so inference runs no selection; their dead nodes are still computed.
+forms.  A static graph module (``StaticGraph`` on a blocked candidate graph, a MobileNet graph) becomes a
+:class:`CompactGraph`: its dead nodes (no signal from an input, or no path to an output through active
+edges) and every edge but the effective ones dropped, the rest fixed.  Input and output nodes stay, so the
+model around the graph is unchanged.  Other graph modules (discrete-time and continuous-time graphs,
+RandWire and DNW stages, graphs whose node operations it does not know) keep their nodes and get their
+wiring frozen to the current selection, so no graph selects at inference.  Dead channels *across* layers
+of a sparse model (an output channel of one convolution with no weight in the next) are not removed.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuralgraphs._checks import check_bool, check_float
+from neuralgraphs.dynamics import StaticGraph
+from neuralgraphs.generators.candidates import blocked_dag
+from neuralgraphs.nodes import Activation, ChannelsLast, Identity, NodeConv2d, NodeNorm, NodeRanges, NodeSequential
 from neuralgraphs.sparse.layers import SparseConv2d, SparseLayer, SparseLinear
-from neuralgraphs.wiring import TopKWiring, freeze_wiring
+from neuralgraphs.wiring import FixedWiring, TopKWiring, freeze_wiring
 
-__all__ = ["compact", "CompactConv2d", "CompactLinear", "FORMS"]
+__all__ = ["compact", "CompactConv2d", "CompactLinear", "CompactGraph", "FORMS"]
 
 FORMS = ("dense", "channels", "csr")
 
@@ -247,8 +255,107 @@ def _inputs_of(model: nn.Module, layers: Dict[str, nn.Module], example_input) ->
     return seen
 
 
+class _Unsupported(Exception):
+    """A graph module whose nodes :func:`compact` cannot drop (it then freezes its wiring only)."""
+
+
+def _subset_op(op: nn.Module, keep: Tensor) -> nn.Module:
+    """The node operation of the nodes ``keep`` (a boolean mask over ``op``'s nodes), parameters copied."""
+    if isinstance(op, NodeRanges):
+        ranges = [(int(keep[a:a + n].sum()), _subset_op(sub, keep[a:a + n]))
+                  for a, n, sub in zip(op.starts, op.sizes, op.ops) if bool(keep[a:a + n].any())]
+        return NodeRanges(ranges)
+    if isinstance(op, NodeSequential):
+        return NodeSequential(*(_subset_op(sub, keep) for sub in op))
+    if type(op) in (Identity, Activation, ChannelsLast):
+        return copy.deepcopy(op)
+    if type(op) in (NodeConv2d, NodeNorm):
+        new = copy.deepcopy(op)
+        new.num_nodes = int(keep.sum())
+        for name, t in list(op.named_parameters(recurse=False)) + list(op.named_buffers(recurse=False)):
+            if t is not None and t.dim() >= 1 and t.size(0) == op.num_nodes:
+                value = t.detach()[keep].clone()
+                setattr(new, name, nn.Parameter(value, t.requires_grad) if isinstance(t, nn.Parameter) else value)
+        return new
+    raise _Unsupported(f"node operation {type(op).__name__}")
+
+
+class CompactGraph(StaticGraph):
+    """A static graph of the live nodes of a trained one, its edges fixed (see :func:`compact`).
+
+    Built by :func:`compact`; keeps every input and output node (the model around it reads them in place),
+    drops the other nodes that do not carry a signal or reach an output through active edges, and every
+    edge but the effective ones.  A graph module with an ``input_op`` (a MobileNet graph) keeps it.
+    """
+
+    @classmethod
+    def of(cls, g: StaticGraph) -> "CompactGraph":
+        from neuralgraphs.analysis.counts import effective_edge_mask, live_nodes
+
+        graph = g.graph
+        if graph.blocks is None or getattr(g, "weight_transform", None) is not None:
+            raise _Unsupported("a graph without blocks or with a weight transform")
+        n = graph.num_nodes
+        keep = live_nodes(g).clone()
+        keep[graph.inputs] = True
+        keep[graph.outputs] = True
+        old = keep.nonzero().view(-1)
+        blocks = graph.blocks[old]
+        if bool((blocks[1:] < blocks[:-1]).any()):
+            raise _Unsupported("nodes not numbered block by block")
+        _, sizes = torch.unique_consecutive(blocks, return_counts=True)
+        new_id = torch.full((n,), -1, dtype=torch.long)
+        new_id[old] = torch.arange(old.numel())
+        # the kept nodes' blocks, each feeding every later one: levels are the blocks again, in node order
+        sub = blocked_dag(sizes.tolist(), inputs=new_id[graph.inputs], outputs=new_id[graph.outputs])
+        effective = effective_edge_mask(g)
+        src, dst = new_id[graph.edge_index[:, effective]]
+        position = torch.searchsorted(sub.edge_index[1] * old.numel() + sub.edge_index[0],
+                                      dst * old.numel() + src)
+        indicator = torch.zeros(sub.num_edges)
+        indicator[position] = 1.0
+        node_op = _subset_op(g.node_op, keep)
+        state = copy.deepcopy(node_op.state_dict())
+        obj = cls(sub, node_op, FixedWiring(sub, k=max(int(effective.sum()), 1), weight=indicator),
+                  backend=g.backend)
+        if not torch.equal(obj.graph.edge_index, sub.edge_index):
+            raise _Unsupported("levels that are not the blocks")
+        node_op.load_state_dict(state)
+        with torch.no_grad():
+            obj.weight.zero_()
+            obj.weight[position] = g.weight.detach()[effective]
+        if getattr(g, "input_op", None) is not None:
+            obj.input_op, obj.stride = copy.deepcopy(g.input_op), g.stride
+        obj.kept_nodes = old
+        return obj.train(g.training)
+
+    def node_shape(self, input_shape):
+        stride = getattr(self, "stride", 1)
+        return tuple(-(-d // stride) for d in input_shape[-2:]) if len(input_shape) >= 4 else tuple(input_shape[2:])
+
+    def forward(self, x: Tensor) -> Tensor:
+        op = getattr(self, "input_op", None)
+        return super().forward(x if op is None else op(x))
+
+
+def _compact_graphs(model: nn.Module) -> List[str]:
+    """Replace every static graph module (exact ``StaticGraph`` or a MobileNet graph) by its
+    :class:`CompactGraph`; the names of those it could not compact."""
+    from neuralgraphs.models.mobilenet import MobileNetGraph  # models sit above sparse
+
+    skipped = []
+    for name, m in list(model.named_modules()):
+        if type(m) not in (StaticGraph, MobileNetGraph) or not name:
+            continue
+        try:
+            _install(model, [(name, CompactGraph.of(m))])
+        except _Unsupported:
+            skipped.append(name)
+    return skipped
+
+
 def compact(model: nn.Module, example_input=None, *, exportable: bool = False, csr_density: float = 0.08,
-            inplace: bool = False) -> nn.Module:
+            drop_nodes: bool = True, inplace: bool = False) -> nn.Module:
     """An inference model: every sparse layer replaced by a fixed layer in its fastest form, every graph
     module's wiring frozen to its current selection, eval mode.
 
@@ -261,6 +368,9 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
         exportable: only forms ``torch.export`` can trace (no CSR).  (default: :obj:`False`)
         csr_density: without ``example_input``, the largest density at which a pointwise layer uses CSR.
             (default: ``0.08``, between the measured 5 % win and 20 % loss)
+        drop_nodes: replace each static graph module (``StaticGraph``, a MobileNet graph) by a
+            :class:`CompactGraph` of its live nodes and effective edges; graphs of other kinds, or with node
+            operations it does not know, keep their nodes.  (default: :obj:`True`)
         inplace: modify ``model`` instead of a copy.  (default: :obj:`False`)
 
     Returns:
@@ -275,6 +385,7 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     check_bool("exportable", exportable)
     check_bool("inplace", inplace)
+    check_bool("drop_nodes", drop_nodes)
     csr_density = check_float("csr_density", csr_density, 0.0, 1.0)
     if not inplace:
         model = copy.deepcopy(model)
@@ -283,7 +394,6 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
     wired = [m for m in model.modules() if isinstance(getattr(m, "wiring", None), nn.Module)]
     if not wired:
         raise ValueError("model: holds no sparse layer and no graph module to compact")
-    has_graph = any(isinstance(m.wiring, TopKWiring) and not isinstance(m, SparseLayer) for m in wired)
     inputs = _inputs_of(model, layers, example_input) if example_input is not None and layers else {}
     choices: List[Tuple[str, nn.Module, nn.Module]] = []  # (name, chosen, dense)
     for name, layer in layers.items():
@@ -310,6 +420,9 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
         _install(model, [(name, dense) for name, _, dense in choices])
         if _time(model, example_input, repeats=3) > chosen:
             _install(model, [(name, best) for name, best, _ in choices])
-    if has_graph:
+    if drop_nodes:
+        _compact_graphs(model)
+    if any(isinstance(m.wiring, TopKWiring) for m in model.modules()
+           if isinstance(getattr(m, "wiring", None), nn.Module) and not isinstance(m, SparseLayer)):
         freeze_wiring(model)
     return model.eval()
