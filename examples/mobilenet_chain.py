@@ -90,15 +90,16 @@ def main(argv=None) -> int:
         make = dict(num_classes=10, in_channels=1, stem_stride=1)
         shape = (1, 8, 8)
 
-    print(f"{'wiring':<7} {'test acc':>8} {'edges':>7} {'params':>9} {'MACs':>11} {'time':>6}")
+    print(f"{'wiring':<7} {'test acc':>8} {'edges':>7} {'effective':>9} {'params':>9} {'MACs':>11} {'time':>6}")
     for wiring in ("dnw", "random"):
         torch.manual_seed(args.seed)
         model = MobileNetV1Graphs(width=args.width, wiring=wiring, seed=args.seed, **make)
         t0 = time.perf_counter()
         history = fit(model, train_loader, test_loader, device=args.device, progress=False, seed=args.seed, **recipe)
-        model = compact(model.cpu().eval())  # wirings frozen: inference selects nothing
-        # costs over live nodes: a node without an effective outgoing edge costs nothing
-        print(f"{wiring:<7} {100 * history['test_acc'][-1]:>7.1f}% {model.num_edges:>7} "
+        active = model.num_edges
+        # inference model: dead nodes and ineffective edges dropped, nothing selected
+        model = compact(model.cpu().eval())
+        print(f"{wiring:<7} {100 * history['test_acc'][-1]:>7.1f}% {active:>7} {model.num_edges:>9} "
               f"{count_parameters(model):>9,} {count_flops(model, shape):>11,} {time.perf_counter() - t0:>5.0f}s")
     return 0
 

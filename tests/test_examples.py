@@ -40,3 +40,4 @@ def test_mobilenet_chain():
     lines = [line.split() for line in out.splitlines() if line.startswith(("dnw ", "random "))]
     assert [line[0] for line in lines] == ["dnw", "random"]
     assert lines[0][2] == lines[1][2] == "158942"  # the x0.225 budget, equal for both
+    assert all(int(line[3]) <= 158942 for line in lines)  # the compacted models keep the effective edges

@@ -415,7 +415,7 @@ def test_bad_inputs():
         SparseConv2d(3, 4, 3)  # dnw needs a budget
     with pytest.raises(ValueError, match="k"):
         SparseLinear(3, 4, k=13)
-    with pytest.raises(TypeError, match="conv"):
+    with pytest.raises(TypeError, match="layer: expected a torch.nn.Conv2d"):
         SparseConv2d.from_dense(nn.Linear(2, 2), density=0.5)
     with pytest.raises(ValueError, match="weight"):
         SparseLinear(3, 4, k=2).wiring(torch.randn(5))

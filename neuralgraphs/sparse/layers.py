@@ -122,16 +122,32 @@ class SparseLayer:
         if isinstance(wiring, TopKWiring):
             wiring._hint = None
 
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        self._clear_hint()
 
-def _adopt(dst: nn.Module, src: nn.Module) -> None:
-    """Give ``dst`` the parameters of ``src`` (the same objects, so optimizers built on ``src`` keep working)
-    and its training mode."""
-    dst.weight = src.weight
-    dst.bias = src.bias
-    dst.train(src.training)
+    #: the dense layer type and the settings a sparse layer takes over from it
+    _dense_type: type = nn.Module
+    _settings: tuple = ()
+
+    @classmethod
+    def from_dense(cls, layer: nn.Module, *, k: Optional[int] = None, density: Optional[float] = None,
+                   wiring: Union[str, Wiring] = "dnw", seed: int = 0):
+        """A sparse layer that takes over ``layer``'s parameters (the same tensors, so optimizers built on
+        ``layer`` keep working), settings and training mode."""
+        if not isinstance(layer, cls._dense_type):
+            raise TypeError(f"layer: expected a torch.nn.{cls._dense_type.__name__}, got {type(layer).__name__}")
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        for name in cls._settings:
+            setattr(obj, name, getattr(layer, name))
+        obj.weight, obj.bias = layer.weight, layer.bias
+        obj.train(layer.training)
+        obj._init_wiring(wiring, k, density, seed)
+        return obj
 
 
-class SparseConv2d(nn.Conv2d, SparseLayer):
+class SparseConv2d(SparseLayer, nn.Conv2d):
     r"""A 2-D convolution whose active weights are chosen by a wiring at every call.
 
     .. math::
@@ -159,30 +175,15 @@ class SparseConv2d(nn.Conv2d, SparseLayer):
                          groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
         self._init_wiring(wiring, k, density, seed)
 
-    @classmethod
-    def from_dense(cls, conv: nn.Conv2d, *, k: Optional[int] = None, density: Optional[float] = None,
-                   wiring: Union[str, Wiring] = "dnw", seed: int = 0) -> "SparseConv2d":
-        """A sparse layer that takes over ``conv``'s parameters (the same tensors) and settings."""
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"conv: expected a torch.nn.Conv2d, got {type(conv).__name__}")
-        obj = cls.__new__(cls)
-        nn.Module.__init__(obj)
-        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "transposed",
-                     "output_padding", "groups", "padding_mode", "_reversed_padding_repeated_twice"):
-            setattr(obj, name, getattr(conv, name))
-        _adopt(obj, conv)
-        obj._init_wiring(wiring, k, density, seed)
-        return obj
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        self._clear_hint()
+    _dense_type = nn.Conv2d
+    _settings = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "transposed",
+                 "output_padding", "groups", "padding_mode", "_reversed_padding_repeated_twice")
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.effective_weight(), self.bias)
 
 
-class SparseLinear(nn.Linear, SparseLayer):
+class SparseLinear(SparseLayer, nn.Linear):
     r"""A linear layer whose active weights are chosen by a wiring at every call.
 
     .. math::
@@ -203,22 +204,8 @@ class SparseLinear(nn.Linear, SparseLayer):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._init_wiring(wiring, k, density, seed)
 
-    @classmethod
-    def from_dense(cls, linear: nn.Linear, *, k: Optional[int] = None, density: Optional[float] = None,
-                   wiring: Union[str, Wiring] = "dnw", seed: int = 0) -> "SparseLinear":
-        """A sparse layer that takes over ``linear``'s parameters (the same tensors)."""
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear: expected a torch.nn.Linear, got {type(linear).__name__}")
-        obj = cls.__new__(cls)
-        nn.Module.__init__(obj)
-        obj.in_features, obj.out_features = linear.in_features, linear.out_features
-        _adopt(obj, linear)
-        obj._init_wiring(wiring, k, density, seed)
-        return obj
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        self._clear_hint()
+    _dense_type = nn.Linear
+    _settings = ("in_features", "out_features")
 
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.linear(x, self.effective_weight(), self.bias)
