@@ -4,14 +4,24 @@ and the cost of rewiring (DNW against the same model with a fixed mask).
 (a) ``static`` / ``discrete`` / ``continuous``: one SGD training step (forward, cross-entropy, backward,
     ``SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)``) of our tiny classifier against a reference written here
     that behaves like the 2019 code: a dense ``[800, 800]`` weight, a **full** ``torch.sort`` of ``|W|`` and a
-    top-32000 straight-through mask at **every** use of the graph (every block of the static model, every one
-    of the T = 5 steps, every ODE function evaluation), and the graph product as a dense 1x1 convolution
-    ``conv2d(x, (W * mask)[:, :, None, None])`` on ``[B, 800, 8, 8]``.  The reference is initialised from our
-    model's weights (candidate weights scattered into ``W``), so both compute the same function: the first
-    round checks that their losses agree, and the continuous models take comparable numbers of function
-    evaluations (both NFE are reported).  Same batch (random CIFAR-like ``[B, 3, 32, 32]``) for both.
-    The continuous rows also time ours with torchdiffeq's own Runge-Kutta step (``lean_stages=False``):
-    ``stock_stages_s`` and ``speedup_stock_stages``.
+    top-32000 straight-through mask **once per forward** in the static model (which then slices the masked
+    weight block by block, as the official static model does) and at **every** use of the graph in the
+    dynamic ones (every one of the T = 5 steps, every ODE function evaluation), and the graph product as a
+    dense 1x1 convolution ``conv2d(x, (W * mask)[:, :, None, None])`` on ``[B, 800, 8, 8]``.  Three rows per
+    setting:
+
+    * ``KIND``: the reference initialised from our model's weights (candidate weights scattered into ``W``),
+      so both compute the same function: the first round checks that their losses agree, and the
+      continuous models take the same numbers of function evaluations (both NFE are reported);
+    * ``KIND own-init``: the reference with its own initialisation, as a user of the 2019 code runs it
+      (``nn.Conv2d``'s default over the 800 x 800 matrix on the candidates, default node convolutions, stem
+      and head): the continuous solver then takes its own number of function evaluations;
+    * ``KIND random``: our fixed random wiring against the 2019 model with a fixed random mask (the same
+      edges), a dense masked product without a sort.
+
+    Same batch (random CIFAR-like ``[B, 3, 32, 32]``) for both.  The continuous ``KIND`` row also times ours
+    with torchdiffeq's own Runge-Kutta step (``lean_stages=False``): ``stock_stages_s`` and
+    ``speedup_stock_stages``.
 (b) ``rewire-*``: our model with the DNW wiring (top-k re-chosen every step, straight-through gradient to
     every candidate) against the same model with ``wiring="no_update"`` (a fixed top-k mask, same k, only
     active edges get gradients).  ``rewiring_pct = (dnw - fixed) / dnw``.  Its two parts: ``reselect_pct``
@@ -30,24 +40,23 @@ Continuous: the same right-hand side on ``t in [0, 1]``, dopri5, rtol = atol = 1
 solver.  ``neuralgraphs.models.tiny.TinyClassifier`` is used when it exists; otherwise the same architecture
 is assembled here from the dynamics modules.
 
-Batches: the full run measures every row at batch 32 (where the targets are stated: the reference's sort of
-640k weights is then about half of its discrete-time step) and at batch 128 (how the ratios scale: the sort's
-cost is fixed while everything else grows with the batch).  ``--quick``: batch 32 only, fewer repeats, the
+Batches: the full run measures every row at batch 32 and 64 (where the targets are stated).  ``--quick``: batch 32 only, fewer repeats, the
 continuous models at batch 8 and rtol = atol = 1e-2 (fewer function evaluations; both sides use the same
 tolerance) and no continuous rewiring row.  Every model runs one untimed warm-up step first: a first step
-pays for page faults on gigabytes of fresh memory (up to 20 s for the continuous models at batch 128), which
+pays for page faults on gigabytes of fresh memory (up to 20 s for the continuous models at large batches), which
 would otherwise land on whichever side runs first.
 
 ``--compile [MODE]`` also times our models under ``torch.compile`` (``compiled_s``, ``speedup_compiled``); the
 selection, graph products and ODE solve stay eager inside them.
 
-Run ``python benchmarks/tiny.py [--quick] [--batch 32,128] [--compile [MODE]] [--json PATH] [--threads T]
+Run ``python benchmarks/tiny.py [--quick] [--batch 32,64] [--compile [MODE]] [--json PATH] [--threads T]
 [--device cpu|cuda]``.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -59,7 +68,7 @@ from torch import Tensor, nn
 from neuralgraphs.dynamics import ContinuousTimeGraph, DiscreteTimeGraph, StaticGraph, WiredGraph
 from neuralgraphs.generators import blocked_dag, complete_graph
 from neuralgraphs.nodes import NodeConv2d, NodeNorm, image_node_op
-from neuralgraphs.wiring import FixedWiring
+from neuralgraphs.wiring import FixedWiring, TopKWiring
 
 SEED = 0
 NUM_NODES = 800
@@ -168,11 +177,13 @@ def masked(w: Tensor, k: int = K) -> Tensor:
 class ReferenceTiny(nn.Module):
     """Dense masked reference in the style of the 2019 code (see the module docstring)."""
 
-    def __init__(self, kind: str, tol: float = TOL) -> None:
+    def __init__(self, kind: str, tol: float = TOL, fixed_mask: Optional[Tensor] = None) -> None:
         super().__init__()
         self.kind, self.tol = kind, tol
         self.stem = make_stem()
         self.weight = nn.Parameter(torch.zeros(NUM_NODES, NUM_NODES))  # [target, source]
+        # a fixed (random-graph) mask: the 2019 model with a fixed wiring is a dense masked product, no sort
+        self.register_buffer("fixed_mask", fixed_mask)
         self.conv = nn.Parameter(torch.empty(NUM_NODES, 1, 3, 3))
         nn.init.kaiming_normal_(self.conv, mode="fan_in", nonlinearity="relu")
         self.norm_w = nn.Parameter(torch.ones(NUM_NODES))
@@ -184,8 +195,14 @@ class ReferenceTiny(nn.Module):
     def node_conv(self, x: Tensor, r0: int, r1: int) -> Tensor:
         return F.conv2d(x, self.conv[r0:r1], padding=1, groups=r1 - r0)
 
-    def product(self, x: Tensor, rows: slice = slice(None), cols: slice = slice(None)) -> Tensor:
-        w = masked(self.weight)[rows, cols]  # a full sort of all 640k weights at every use
+    def effective_weight(self) -> Tensor:
+        if self.fixed_mask is not None:
+            return self.weight * self.fixed_mask
+        return masked(self.weight)  # a full sort of all 640k weights
+
+    def product(self, x: Tensor, rows: slice = slice(None), cols: slice = slice(None),
+                w: Optional[Tensor] = None) -> Tensor:
+        w = (self.effective_weight() if w is None else w)[rows, cols]
         return F.conv2d(x, w[:, :, None, None])
 
     def rhs(self, t: Tensor, z: Tensor) -> Tensor:
@@ -196,11 +213,13 @@ class ReferenceTiny(nn.Module):
     def graph(self, x: Tensor) -> Tensor:
         b, _, hh, ww = x.shape
         if self.kind == "static":
+            # the 2019 static model selects once per forward, then slices the masked weight block by block
+            w = self.effective_weight()
             outs: List[Tensor] = []
             start = 0
             for size in STATIC_BLOCKS:
                 end = start + size
-                inp = x if start == 0 else self.product(torch.cat(outs, 1), slice(start, end), slice(0, start))
+                inp = x if start == 0 else self.product(torch.cat(outs, 1), slice(start, end), slice(0, start), w)
                 h = F.instance_norm(inp, weight=self.norm_w[start:end], bias=self.norm_b[start:end])
                 outs.append(self.node_conv(F.relu(h), start, end))
                 start = end
@@ -234,11 +253,25 @@ def _param_by_suffix(module: nn.Module, cls: type, **attrs: Any) -> nn.Module:
     return found[0]
 
 
-def make_reference(ours: nn.Module, kind: str, tol: float) -> ReferenceTiny:
+def make_reference(ours: nn.Module, kind: str, tol: float, own_init: bool = False) -> ReferenceTiny:
     """A reference computing the same function as ``ours``: every weight copied (candidate weights scattered
     into the dense ``W`` at their original node ids, zero elsewhere, so its top-k over all 640k entries picks
-    exactly our active edges)."""
-    ref = ReferenceTiny(kind, tol)
+    exactly our active edges).  A fixed wiring of ours (``"random"``) becomes the reference's fixed mask.
+
+    With ``own_init`` the reference then draws its own weights as the 2019 code does: ``W`` by
+    ``nn.Conv2d``'s default over the 800 x 800 matrix (``U(-1/sqrt(800), 1/sqrt(800))``) on our candidates
+    (zero elsewhere, as a DAG of blocks needs), the node convolutions, stem and head by their defaults; only
+    its fixed mask, if any, stays ours.  Its function then differs, and in the continuous setting so does
+    its number of function evaluations."""
+    g = graph_of(ours)
+    fixed = None
+    if not isinstance(g.wiring, TopKWiring):
+        labels = g.graph.node_labels
+        orig = torch.arange(NUM_NODES) if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
+        ei = g.edge_index.cpu()[:, g.active().mask.cpu()]
+        fixed = torch.zeros(NUM_NODES, NUM_NODES)
+        fixed[orig[ei[1]], orig[ei[0]]] = 1.0
+    ref = ReferenceTiny(kind, tol, fixed)
     ref.readout = getattr(ours, "readout", None)
     g = graph_of(ours)
     labels = g.graph.node_labels
@@ -261,6 +294,16 @@ def make_reference(ours: nn.Module, kind: str, tol: float) -> ReferenceTiny:
         if norm.weight is not None:
             ref.norm_w[orig] = norm.weight.detach().cpu()
             ref.norm_b[orig] = norm.bias.detach().cpu()
+        if own_init:
+            torch.manual_seed(SEED + 1)
+            candidates = torch.zeros(NUM_NODES, NUM_NODES, dtype=torch.bool)
+            candidates[orig[ei[1]], orig[ei[0]]] = True
+            bound = 1.0 / math.sqrt(NUM_NODES)
+            ref.weight.copy_(torch.empty(NUM_NODES, NUM_NODES).uniform_(-bound, bound) * candidates)
+            nn.init.kaiming_normal_(ref.conv, mode="fan_in", nonlinearity="relu")
+            for m in list(ref.stem.modules()) + [ref.head]:
+                if m is not ref.stem and hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
     return ref
 
 
@@ -300,10 +343,14 @@ def nfe_of(model: nn.Module) -> Optional[int]:
 
 
 def bench_kind(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats: int, tol: float,
-               warmup: int = 1, check: bool = True,
-               compile_mode: Optional[str] = None) -> Tuple[Dict[str, Any], nn.Module]:
-    ours = make_ours(kind, "dnw", tol).to(device)
-    ref = make_reference(ours, kind, tol).to(device)
+               warmup: int = 1, check: bool = True, compile_mode: Optional[str] = None, wiring: str = "dnw",
+               own_init: bool = False) -> Tuple[Dict[str, Any], nn.Module]:
+    ours = make_ours(kind, wiring, tol).to(device)
+    ref = make_reference(ours, kind, tol, own_init=own_init).to(device)
+    check = check and not own_init
+    stock_rows = not own_init and wiring == "dnw"
+    if not stock_rows:
+        compile_mode = None
     steps = {"ours": make_step(ours, x, y), "reference": make_step(ref, x, y)}
     if compile_mode is not None:
         # ours under torch.compile (inductor; "reduce-overhead" adds CUDA graphs on a GPU).  The warm-up round
@@ -311,7 +358,7 @@ def bench_kind(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats: i
         twin = make_ours(kind, "dnw", tol).to(device)
         steps["ours_compiled"] = make_step(twin, x, y, forward=torch.compile(twin, mode=compile_mode))
     stock = None
-    if kind == "continuous" and hasattr(graph_of(ours), "lean_stages"):
+    if stock_rows and kind == "continuous" and hasattr(graph_of(ours), "lean_stages"):
         # ours with torchdiffeq's own Runge-Kutta step: how much of the speedup is the lean stage backward
         stock = make_ours(kind, "dnw", tol).to(device)
         graph_of(stock).lean_stages = False
@@ -406,7 +453,7 @@ def bench_rewire(kind: str, x: Tensor, y: Tensor, device: torch.device, repeats:
 
 def main(argv=None) -> List[Dict[str, Any]]:
     def extra(p):
-        p.add_argument("--batch", default=None, help="comma-separated batch sizes (default: 32,128; --quick: 32)")
+        p.add_argument("--batch", default=None, help="comma-separated batch sizes (default: 32,64; --quick: 32)")
         p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of static,discrete,"
                        "continuous (default: all)")
         p.add_argument("--no-rewire", action="store_true", help="skip the rewiring-cost rows")
@@ -418,7 +465,7 @@ def main(argv=None) -> List[Dict[str, Any]]:
     args = common.parse_args(__doc__.splitlines()[0], argv, extra)
     device = args.device
     try:
-        batches = [int(b) for b in (args.batch or ("32" if args.quick else "32,128")).split(",") if b]
+        batches = [int(b) for b in (args.batch or ("32" if args.quick else "32,64")).split(",") if b]
     except ValueError:
         raise SystemExit(f"--batch: expected comma-separated positive integers, got {args.batch!r}") from None
     if not batches or min(batches) < 1:
@@ -448,11 +495,15 @@ def main(argv=None) -> List[Dict[str, Any]]:
             return x[:n], y[:n]
 
         for kind in kinds:
-            row, _ = bench_kind(kind, *data(kind), device, plan[kind][0], tol, warmup=plan[kind][1],
-                                compile_mode=args.compile)
-            row["case"] = f"{kind} B={data(kind)[0].size(0)}"
-            rows.append({**row, "batch": data(kind)[0].size(0), **env})
-            common.print_table(rows[-1:], title=f"{row['case']} ({time.perf_counter() - start:.0f} s)")
+            # DNW against the reference started from our weights (same function, same NFE) and from its own
+            # initialisation (what a user of the 2019 code runs); our fixed random wiring against the 2019
+            # model with a fixed random mask
+            for variant, wiring, own in (("", "dnw", False), (" own-init", "dnw", True), (" random", "random", False)):
+                row, _ = bench_kind(kind, *data(kind), device, plan[kind][0], tol, warmup=plan[kind][1],
+                                    compile_mode=args.compile, wiring=wiring, own_init=own)
+                row["case"] = f"{kind}{variant} B={data(kind)[0].size(0)}"
+                rows.append({**row, "batch": data(kind)[0].size(0), **env})
+                common.print_table(rows[-1:], title=f"{row['case']} ({time.perf_counter() - start:.0f} s)")
         if args.no_rewire:
             continue
         for kind in kinds:
