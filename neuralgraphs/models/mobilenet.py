@@ -94,6 +94,9 @@ class MobileNetGraph(StaticGraph):
         input :math:`(B, C_{in}, H, W)`; output :math:`(B, C_{out}, \lceil H/s \rceil, \lceil W/s \rceil)`.
     """
 
+    #: compact() may rebuild it as a CompactGraph: beyond a StaticGraph it has only ``input_op`` and ``stride``
+    compactable = True
+
     def __init__(self, in_channels: int, out_channels: int, stride: int, sub_layers: int, wiring: str = "dnw",
                  k: Optional[int] = None, seed: int = 0) -> None:
         ci = check_int("in_channels", in_channels, 1)

@@ -339,13 +339,13 @@ class CompactGraph(StaticGraph):
 
 
 def _compact_graphs(model: nn.Module) -> List[str]:
-    """Replace every static graph module (exact ``StaticGraph`` or a MobileNet graph) by its
-    :class:`CompactGraph`; the names of those it could not compact."""
-    from neuralgraphs.models.mobilenet import MobileNetGraph  # models sit above sparse
-
+    """Replace every static graph module (an exact ``StaticGraph``, or a subclass that declares
+    ``compactable = True``: it adds no more than an ``input_op`` and a ``stride``, as a MobileNet graph) by
+    its :class:`CompactGraph`; the names of those it could not compact."""
     skipped = []
     for name, m in list(model.named_modules()):
-        if type(m) not in (StaticGraph, MobileNetGraph) or not name:
+        if not name or not (type(m) is StaticGraph or (isinstance(m, StaticGraph)
+                                                      and type(m).__dict__.get("compactable", False))):
             continue
         try:
             _install(model, [(name, CompactGraph.of(m))])
