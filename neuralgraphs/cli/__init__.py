@@ -1,9 +1,10 @@
-"""The ``neuralgraphs`` command line: ``compare``, ``demo`` and ``inspect``.
+"""The ``neuralgraphs`` command line: ``compare``, ``demo``, ``inspect`` and ``train``.
 
 ``neuralgraphs compare`` trains learned (DNW) and random wirings at equal edges on the bundled 8x8 digits over
 several seeds, in a graph of single-channel nodes and in RandWire stages, and writes a table with Welch's
 tests, CSV / JSON results and PNG plots; ``neuralgraphs demo`` shows a wiring being learned;
-``neuralgraphs inspect PATH`` prints statistics of a saved graph or checkpoint.  Run
+``neuralgraphs inspect PATH`` prints statistics of a saved graph or checkpoint; ``neuralgraphs train NAME``
+runs a named experiment config.  Run
 ``neuralgraphs COMMAND --help`` for the options.
 """
 
@@ -13,7 +14,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from neuralgraphs.cli import compare, demo, inspect
+from neuralgraphs.cli import compare, demo, inspect, train
 from neuralgraphs.cli.compare import COMPARE_DEFAULTS, MODEL_KEYS, QUICK_DEFAULTS, format_table, run_compare, \
     write_results
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_parser(sub)
     demo.add_parser(sub)
     inspect.add_parser(sub)
+    train.add_parser(sub)
     return parser
 
 

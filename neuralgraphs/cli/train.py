@@ -1,0 +1,254 @@
+"""``neuralgraphs train NAME_OR_PATH [key=value ...]``: run a named experiment config (or a YAML file).
+
+A config is a plain YAML mapping with four sections::
+
+    model: {builder: mobilenet_v1_graphs, width: 0.225, wiring: dnw, num_classes: 10, in_channels: 1}
+    data: {name: digits, batch_size: 64}
+    train: {epochs: 15, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-5, schedule: cosine, label_smoothing: 0.0}
+    seed: 0
+
+``model.builder`` names a model constructor of :data:`BUILDERS`; the other ``model`` keys are its arguments,
+checked against its signature before anything is built.  ``key=value`` overrides use dotted keys
+(``train.epochs=2``, ``model.wiring=random``); values are read as YAML scalars and must have the type of the
+value they replace.  An unknown key, a value of the wrong type or a YAML tag is an error naming it before
+anything trains.  The run writes ``DIR/config.yaml`` (the resolved config), ``DIR/metrics.csv`` (one row per
+epoch, rewritten atomically after each) and ``DIR/checkpoint.pt`` (atomic, every epoch); ``--resume``
+continues from it exactly (``neuralgraphs.train.fit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import os
+from typing import Any, Callable, Dict, List, Tuple
+
+__all__ = ["add_parser", "BUILDERS", "config_names", "load_config", "resolve_config", "build_model",
+           "METRIC_COLUMNS"]
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+SECTIONS = ("model", "data", "train", "seed")
+TRAIN_KEYS = {"epochs": int, "lr": float, "momentum": float, "weight_decay": float, "schedule": str,
+              "label_smoothing": float}
+DATA_KEYS = {"name": str, "batch_size": int, "as_images": bool}
+DATASETS = ("digits",)
+METRIC_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "active_edges",
+                  "swapped", "time")
+
+
+def _builders() -> Dict[str, Callable[..., Any]]:
+    from neuralgraphs.models import (DigitsGraphClassifier, MobileNetV1Graphs, RandWireNet, TinyClassifier,
+                                     digits_network, mobilenet_v1, resnet50, sparse_resnet50)
+
+    return {"digits_graph_classifier": DigitsGraphClassifier, "digits_network": digits_network,
+            "tiny_classifier": TinyClassifier, "randwire_net": RandWireNet,
+            "mobilenet_v1_graphs": MobileNetV1Graphs, "mobilenet_v1": mobilenet_v1, "resnet50": resnet50,
+            "sparse_resnet50": sparse_resnet50}
+
+
+#: builder names of ``model.builder``
+BUILDERS = ("digits_graph_classifier", "digits_network", "tiny_classifier", "randwire_net", "mobilenet_v1_graphs",
+            "mobilenet_v1", "resnet50", "sparse_resnet50")
+
+
+def config_names() -> List[str]:
+    """Names of the configs shipped in the package."""
+    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
+
+
+def load_config(name_or_path: str) -> Dict[str, Any]:
+    """The config of a shipped name or a YAML file path, checked (see :func:`check_config`)."""
+    from neuralgraphs.train import load_yaml_config
+
+    path = name_or_path
+    if not os.path.exists(path):
+        if name_or_path not in config_names():
+            raise ValueError(f"config: {name_or_path!r} is neither a YAML file nor a shipped config; shipped: "
+                             f"{', '.join(config_names())}")
+        path = os.path.join(CONFIG_DIR, name_or_path + ".yaml")
+    return check_config(load_yaml_config(path), source=path)
+
+
+def check_config(config: Dict[str, Any], source: str = "config") -> Dict[str, Any]:
+    """Check the sections and the types of the ``data`` / ``train`` keys; return the config."""
+    unknown = [k for k in config if k not in SECTIONS]
+    if unknown:
+        raise ValueError(f"{source}: unknown section(s) {unknown}; allowed: {list(SECTIONS)}")
+    for section in ("model", "data", "train"):
+        if not isinstance(config.get(section), dict):
+            raise ValueError(f"{source}: section {section!r} must be a mapping")
+    builder = config["model"].get("builder")
+    if builder not in BUILDERS:
+        raise ValueError(f"{source}: model.builder must be one of {list(BUILDERS)}, got {builder!r}")
+    for section, keys in (("data", DATA_KEYS), ("train", TRAIN_KEYS)):
+        for key, value in config[section].items():
+            if key not in keys:
+                raise ValueError(f"{source}: unknown key {section}.{key}; allowed: {sorted(keys)}")
+            _check_type(f"{section}.{key}", value, keys[key])
+    if config["data"].get("name", "digits") not in DATASETS:
+        raise ValueError(f"{source}: data.name must be one of {list(DATASETS)} (image folders: use the "
+                         f"examples' loaders), got {config['data'].get('name')!r}")
+    if "epochs" not in config["train"] or "lr" not in config["train"]:
+        raise ValueError(f"{source}: train.epochs and train.lr are required")
+    seed = config.get("seed", 0)
+    _check_type("seed", seed, int)
+    return config
+
+
+def _check_type(key: str, value: Any, kind: type) -> None:
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        article = "an" if kind is int else "a"
+        raise ValueError(f"{key}: expected {article} {kind.__name__}, got {type(value).__name__} {value!r}")
+
+
+def resolve_config(config: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """``config`` with ``key=value`` overrides applied (dotted keys; YAML scalar values)."""
+    import yaml
+
+    out = copy.deepcopy(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override: expected key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{key}: {text!r} is not a plain YAML value ({exc})") from None
+        parts = key.split(".")
+        if key == "seed":
+            out["seed"] = value
+            continue
+        if len(parts) != 2 or parts[0] not in ("model", "data", "train"):
+            raise ValueError(f"override: unknown key {key!r}; expected seed or model./data./train.<key>")
+        section, name = parts
+        if section == "model" and name != "builder" and name in out["model"]:
+            old = out["model"][name]
+            if old is not None and value is not None and type(old) is not type(value) and not (
+                    isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool)):
+                raise ValueError(f"{key}: expected a {type(old).__name__} like the config's {old!r}, got "
+                                 f"{type(value).__name__} {value!r}")
+        out[section][name] = value
+    return check_config(out, source="overrides")
+
+
+def build_model(config: Dict[str, Any]):
+    """The model of a config (``model.builder`` called with the other ``model`` keys)."""
+    from neuralgraphs.train import apply_config
+
+    args = {k: v for k, v in config["model"].items() if k != "builder"}
+    return apply_config(_builders()[config["model"]["builder"]], args)
+
+
+def _loaders(config: Dict[str, Any]) -> Tuple[Any, Any]:
+    from neuralgraphs.train import digits_loaders
+
+    data = config["data"]
+    return digits_loaders(data.get("batch_size", 64), seed=config.get("seed", 0),
+                          as_images=data.get("as_images", True))
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class _Metrics:
+    """A fit callback writing ``metrics.csv`` from the whole history after every epoch (so a resumed run
+    writes the rows an uninterrupted one would), with active edges and edges swapped since the last row."""
+
+    def __init__(self, path: str, steps_per_epoch: int) -> None:
+        from neuralgraphs.analysis.history import WiringHistory, wired_modules
+
+        self.path, self.steps_per_epoch = path, steps_per_epoch
+        self.history = WiringHistory(at_epoch_end=False)
+        self._wired = wired_modules
+        self.rows: List[Dict[str, Any]] = []
+
+    def on_fit_start(self, model, state) -> None:
+        if self._wired(model):
+            self.history.record(model)
+        done = int(state.get("epoch", 0))
+        self.rows = []
+        if done and os.path.isfile(self.path):
+            # a resumed run: the rows of the epochs the checkpoint holds (a row written after the last
+            # checkpoint, before a kill, is dropped: that epoch runs again)
+            with open(self.path, newline="", encoding="utf-8") as f:
+                self.rows = [row for row in csv.DictReader(f)][:done]
+
+    def _row(self, record: Dict[str, Any], active, swapped) -> Dict[str, Any]:
+        return {"epoch": record["epoch"], "step": record["epoch"] * self.steps_per_epoch, "lr": record["lr"],
+                "train_loss": record["train_loss"], "train_acc": record["train_acc"],
+                "test_loss": record["test_loss"], "test_acc": record["test_acc"], "active_edges": active,
+                "swapped": swapped, "time": record["time"]}
+
+    def on_epoch_end(self, model, epoch, record) -> None:
+        active = swapped = None
+        if self._wired(model):
+            self.history.record(model)
+            active = self.history.num_active()[-1]
+            swapped = self.history.swaps()[-1]
+        self.rows.append(self._row(record, active, swapped))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        _write_atomic(self.path, buf.getvalue())
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="train a named experiment config (or a YAML file)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("config", nargs="?", help="a shipped config name (see --list) or a YAML file")
+    p.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys: train.epochs=2)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    p.add_argument("--list", action="store_true", help="list the shipped configs and exit")
+    p.add_argument("--show", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=command)
+    return p
+
+
+def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import yaml
+
+    if args.list:
+        for name in config_names():
+            print(name)
+        return 0
+    if not args.config:
+        parser.error("train: give a config name or YAML file (or --list)")
+    try:
+        config = resolve_config(load_config(args.config), args.overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    text = yaml.safe_dump(config, sort_keys=False)
+    if args.show:
+        print(text, end="")
+        return 0
+    from neuralgraphs.train import fit
+
+    try:
+        model = build_model(config)
+    except (TypeError, ValueError) as exc:
+        parser.error(f"model: {exc}")
+    name = os.path.splitext(os.path.basename(args.config))[0]
+    out = args.out or os.path.join("runs", name)
+    os.makedirs(out, exist_ok=True)
+    _write_atomic(os.path.join(out, "config.yaml"), text)
+    train_loader, test_loader = _loaders(config)
+    metrics = _Metrics(os.path.join(out, "metrics.csv"), len(train_loader))
+    history = fit(model, train_loader, test_loader, seed=config.get("seed", 0),
+                  checkpoint=os.path.join(out, "checkpoint.pt"), resume=args.resume, callbacks=[metrics],
+                  **config["train"])
+    print(f"{name}: test accuracy {100 * history['test_acc'][-1]:.1f} % after {history['epoch'][-1]} epochs; "
+          f"results in {out}")
+    return 0
