@@ -184,7 +184,8 @@ def count_parameters(model: nn.Module, effective: bool = True) -> int:
     (not candidates; a sparse layer's weights as its active weights), the per-node parameters of its node
     operations count only for live nodes (see :func:`live_nodes` and
     :func:`~neuralgraphs.nodes.node_parameters`), a module that declares ``declared_parameters()`` (as the
-    compact layers do) counts what it declares, and every other parameter counts in full.  With ``effective=False`` it is the plain number of stored parameters.
+    compact layers do) counts what it declares, and every other parameter counts in full.  With
+    ``effective=False`` it is the plain number of stored parameters.
 
     Args:
         model: any module.

@@ -23,7 +23,8 @@ ReLU, does it).
 
 **Width is an edge budget.**  ``width=d`` does not shrink the channels: each graph keeps
 ``round(d**2 * (in * out + (sub_layers - 1) * out**2))`` active edges, the pointwise weights of MobileNetV1 of
-width ``d``, so the wiring decides where the edges go (158,942 edges in all at ``d = 0.225``: 158,941.44 before each graph rounds its own).
+width ``d``, so the wiring decides where the edges go (158,942 edges in all at ``d = 0.225``: 158,941.44
+before each graph rounds its own).
 
 **Costs count live nodes only** (:func:`~neuralgraphs.analysis.counts.count_flops`,
 :func:`~neuralgraphs.analysis.counts.count_parameters`): a node without an effective outgoing edge costs
@@ -44,7 +45,8 @@ from neuralgraphs.generators.candidates import blocked_dag
 from neuralgraphs.nodes import Activation, Identity, NodeConv2d, NodeNorm, NodeRanges, NodeSequential, node_macs
 from neuralgraphs.sparse import SparseLinear
 
-__all__ = ["MOBILENET_GRAPHS", "MOBILENET_WIRINGS", "MOBILENET_IMAGENET_RECIPE", "MobileNetGraph", "MobileNetV1Graphs", "graph_edge_budget",
+__all__ = ["MOBILENET_GRAPHS", "MOBILENET_WIRINGS", "MOBILENET_IMAGENET_RECIPE", "MobileNetGraph",
+           "MobileNetV1Graphs", "graph_edge_budget",
            "mobilenet_v1", "MobileNetV1"]
 
 #: (in, out, stride, sub-layers) of the five graphs
@@ -177,9 +179,8 @@ class MobileNetV1Graphs(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         if small:
             # the classifier weights of MobileNetV1 at this width (1024 * d inputs): density d
-            self.fc = SparseLinear(last, self.num_classes, density=self.width,
-                                   wiring="dnw" if wiring == "dnw" else ("random" if wiring == "random" else "no_update"),
-                                   seed=seed)
+            fc_wiring = wiring if wiring in ("dnw", "random") else "no_update"
+            self.fc = SparseLinear(last, self.num_classes, density=self.width, wiring=fc_wiring, seed=seed)
         else:
             self.fc = nn.Linear(last, self.num_classes)
 

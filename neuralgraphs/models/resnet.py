@@ -243,7 +243,7 @@ RESNET50_SPARSE = {
 
 
 def sparse_resnet50(config: str = "dnw-10-first-dense", *, num_classes: int = 1000, width: int = 64,
-                    wiring: str = "dnw", budget: str = "uniform", seed: int = 0) -> ResNet:
+                    in_channels: int = 3, wiring: str = "dnw", budget: str = "uniform", seed: int = 0) -> ResNet:
     """ResNet-50 v1.5 with DNW's sparse layers, in one of the paper's configurations.
 
     Every convolution and the classifier keep the same fraction of their weights (the top-k by magnitude,
@@ -253,7 +253,7 @@ def sparse_resnet50(config: str = "dnw-10-first-dense", *, num_classes: int = 10
     Args:
         config: ``"dnw-10-first-dense"``, ``"dnw-20-first-dense"``, ``"dnw-10"`` or ``"dnw-20"``.
             (default: ``"dnw-10-first-dense"``)
-        num_classes, width: as for :func:`resnet50`.
+        num_classes, width, in_channels: as for :func:`resnet50`.
         wiring: ``"dnw"``, or a baseline at the same per-layer counts (``"random"``, ``"no_update"``).
             (default: ``"dnw"``)
         budget: ``"uniform"`` as in the paper, or ``"global"`` / ``"erk"`` for comparison.
@@ -262,5 +262,5 @@ def sparse_resnet50(config: str = "dnw-10-first-dense", *, num_classes: int = 10
     """
     check_choice("config", config, tuple(RESNET50_SPARSE))
     spec = RESNET50_SPARSE[config]
-    return sparsify(resnet50(num_classes=num_classes, width=width), spec["density"], budget=budget, wiring=wiring,
-                    dense_first=spec["dense_first"], seed=seed)
+    model = resnet50(num_classes=num_classes, width=width, in_channels=in_channels)
+    return sparsify(model, spec["density"], budget=budget, wiring=wiring, dense_first=spec["dense_first"], seed=seed)
