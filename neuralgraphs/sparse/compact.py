@@ -137,10 +137,9 @@ class CompactConv2d(_CompactLayer):
         weight = _baked(conv)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         self.kernel_size = conv.kernel_size
-        pointwise = tuple(conv.kernel_size) == (1, 1) and conv.groups == 1 and tuple(conv.padding) == (0, 0)
         if form == "channels" and conv.groups != 1:
             raise ValueError("form: 'channels' needs a convolution without groups")
-        self._setup(weight, conv.bias, form, pointwise)
+        self._setup(weight, conv.bias, form, _pointwise(conv))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.form == "csr":
@@ -204,6 +203,12 @@ def _baked(layer: nn.Module) -> Tensor:
         return layer.weight.detach()
 
 
+def _pointwise(layer: nn.Module) -> bool:
+    """A linear layer or a 1x1 convolution without groups or padding: a matrix product, which CSR can run."""
+    return isinstance(layer, nn.Linear) or (tuple(layer.kernel_size) == (1, 1) and layer.groups == 1
+                                            and tuple(layer.padding) == (0, 0))
+
+
 def _forms(layer: nn.Module, exportable: bool) -> List[str]:
     weight = _baked(layer)
     flat = weight.reshape(weight.size(0), -1)
@@ -211,9 +216,7 @@ def _forms(layer: nn.Module, exportable: bool) -> List[str]:
     drops = not grouped and (bool((flat == 0).all(1).any())
                              or bool((weight.transpose(0, 1).reshape(weight.size(1), -1) == 0).all(1).any()))
     forms = ["dense"] + (["channels"] if drops else [])
-    pointwise = isinstance(layer, nn.Linear) or (tuple(layer.kernel_size) == (1, 1) and not grouped
-                                                 and tuple(layer.padding) == (0, 0))
-    if pointwise and not exportable:
+    if _pointwise(layer) and not exportable:
         forms.append("csr")
     return forms
 

@@ -76,10 +76,7 @@ class SparseLayer:
 
     def _init_wiring(self, wiring: Union[str, Wiring], k: Optional[int], density: Optional[float],
                      seed: int) -> None:
-        if wiring in ("complete", None) and k is None and density is None:
-            self.wiring = make_wiring("complete", self.weight.numel())
-        else:
-            self.wiring = make_wiring(wiring, self.weight.numel(), k=k, density=density, seed=seed)
+        self.wiring = make_wiring(wiring, self.weight.numel(), k=k, density=density, seed=seed)
         self._graph: Optional[NeuralGraph] = None
 
     def effective_weight(self) -> Tensor:
