@@ -7,7 +7,7 @@ import torch
 from test_dynamics import dense_matrix, static_reference
 
 from neuralgraphs.generators.candidates import complete_dag
-from neuralgraphs.models.channels import ChannelGraphClassifier
+from neuralgraphs.models.channels import ChannelGraphClassifier, channel_blocks
 
 N, N_IN, N_OUT = 16, 2, 4
 
@@ -67,6 +67,60 @@ def test_graph_forward_matches_a_node_by_node_reference(wiring):
     with torch.no_grad():
         for p in g.node_op.parameters():
             p.add_(0.1 * torch.randn_like(p))  # the norm's affine away from 1 / 0
+    labels = torch.as_tensor(g.graph.node_labels)
+    mask = torch.zeros(g.weight.numel(), dtype=torch.bool)
+    mask[g.active().index] = True
+    a = dense_matrix(g, mask, labels)
+    original = complete_dag(N, inputs=torch.arange(N_IN), outputs=torch.arange(N - N_OUT, N))
+    x = torch.randn(3, N_IN, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(g(x), static_reference(g, original, a, x))
+
+
+def _block_of(sizes):
+    """Block number of every node, written out from the sizes."""
+    return [b for b, size in enumerate(sizes) for _ in range(size)]
+
+
+def test_channel_blocks_split_the_hidden_nodes_evenly():
+    assert channel_blocks(32, 4, 8, 5) == [4, 4, 4, 4, 4, 4, 8]
+    assert channel_blocks(32, 4, 8, 3) == [4, 7, 7, 6, 8]
+    assert channel_blocks(13, 4, 8, 1) == [4, 1, 8]
+    with pytest.raises(ValueError, match="num_blocks"):
+        channel_blocks(32, 4, 8, 21)
+
+
+@pytest.mark.parametrize("wiring", ["random", "dnw", "no_update", "complete"])
+def test_blocked_candidates_only_join_a_block_to_a_later_one(wiring):
+    blocks = 3
+    model = ChannelGraphClassifier(wiring, num_nodes=N, num_inputs=N_IN, num_outputs=N_OUT, seed=1, num_blocks=blocks)
+    block = _block_of([N_IN, 4, 3, 3, N_OUT])  # 10 hidden nodes in 3 blocks
+    edges = _edges(model)
+    assert all(block[u] < block[v] for u, v in edges)
+    if wiring == "complete":
+        # every pair of nodes in different blocks, counted by hand: 2*14 + 4*10 + 3*7 + 3*4
+        assert len(edges) == 2 * 14 + 4 * 10 + 3 * 7 + 3 * 4
+    else:
+        ws = len(_edges(ChannelGraphClassifier("ws", num_nodes=N, num_inputs=N_IN, num_outputs=N_OUT, seed=1)))
+        assert len(edges) == ws
+    # one level per block, not one per node (a fixed wiring runs on its own DAG: at most as many)
+    if wiring in ("dnw", "complete"):
+        assert model.graph.num_levels == blocks + 2
+    else:
+        assert model.graph.num_levels <= blocks + 2
+
+
+def test_blocked_wirings_reject_impossible_sizes():
+    with pytest.raises(ValueError, match="num_blocks"):
+        ChannelGraphClassifier("dnw", num_nodes=N, num_inputs=N_IN, num_outputs=N_OUT, num_blocks=11)
+    with pytest.raises(ValueError, match="budget"):  # 100 candidates in 3 blocks
+        ChannelGraphClassifier("dnw", num_nodes=N, num_inputs=N_IN, num_outputs=N_OUT, num_blocks=3, budget=102)
+
+
+def test_blocked_dnw_forward_matches_a_node_by_node_reference():
+    torch.manual_seed(0)
+    model = ChannelGraphClassifier("dnw", num_nodes=N, num_inputs=N_IN, num_outputs=N_OUT, seed=2,
+                                   num_blocks=3).double()
+    g = model.graph
     labels = torch.as_tensor(g.graph.node_labels)
     mask = torch.zeros(g.weight.numel(), dtype=torch.bool)
     mask[g.active().index] = True

@@ -127,6 +127,9 @@ def test_inspect_truncated_checkpoint_is_an_argparse_error(tmp_path, capsys):
     (["--graph-nodes", "12"], "--graph-nodes"), (["--graph-nodes", "30", "--graph-budget", "1000"], "--graph-budget"),
     (["--experiments", "stages", "--graph-budget", "10"], "--graph-budget"), (["--experiments", "both"], "--experiments"),
     (["--jobs", "0"], "--jobs"), (["--graph-models", "ws,ws"], "--graph-models"),
+    (["--graph-epochs", "0"], "--graph-epochs"), (["--graph-blocks", "21"], "--graph-blocks"),
+    # 32 nodes in blocks 4 | 4 x 5 | 8 have (32^2 - 16 * 6 - 64) / 2 = 432 candidates, the complete DAG 496
+    (["--graph-budget", "433"], "--graph-budget"),
 ])
 def test_bad_options_exit_with_argparse_error(args, option, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
@@ -244,3 +247,21 @@ def test_inspect_any_dict_save_checkpoint_accepts(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(["inspect", str(tmp_path / name)])
         assert exc.value.code == 2 and name in capsys.readouterr().err
+
+
+def test_each_experiment_trains_its_own_epochs(monkeypatch):
+    seen = []
+
+    def fake_fit(model, train_loader, test_loader, *, epochs, **kwargs):
+        seen.append((type(model).__name__, epochs, getattr(model, "num_blocks", None)))
+        return {"test_acc": [0.5] * epochs}
+
+    import neuralgraphs.train
+
+    monkeypatch.setattr(neuralgraphs.train, "fit", fake_fit)
+    opts = {**cli.COMPARE_DEFAULTS, "graph_epochs": 3, "epochs": 2, "graph_nodes": 16, "graph_blocks": 2,
+            "nodes": 6}
+    channels = compare.run_one(("channels", "ws", 0), opts)
+    stages = compare.run_one(("stages", "ws", 0), opts)
+    assert seen == [("ChannelGraphClassifier", 3, 2), ("DigitsRandWire", 2, None)]
+    assert channels["swaps_first_epoch"] == stages["swaps_first_epoch"] == 0

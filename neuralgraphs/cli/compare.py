@@ -5,8 +5,10 @@ Two experiments, over several seeds each, with Welch's test of DNW against every
 * ``channels`` -- the DNW paper's comparison at channel granularity: one static graph whose nodes are single
   channels (:class:`~neuralgraphs.models.channels.ChannelGraphClassifier`).  The random baselines are graphs
   drawn by the RandWire generators over the same nodes (WS, ER, BA, turned into DAGs by the paper's
-  numbering) and a uniform random wiring; DNW learns which ``k`` candidates of the complete DAG to use, with
-  ``k`` the WS graph's edge count; the complete graph is the upper reference.
+  numbering) and a uniform random wiring; DNW learns which ``k`` candidates to use, with ``k`` the WS graph's
+  edge count; the complete graph is the upper reference.  The candidates of the random, DNW and complete
+  wirings join every block of nodes to every later one (inputs, ``--graph-blocks`` blocks of hidden nodes,
+  outputs), so that the graph runs in a few levels and trains ``--graph-epochs`` epochs within the budget.
 * ``stages`` -- the RandWire macro-architecture (:func:`~neuralgraphs.models.randwire.digits_network`:
   stages of C-channel nodes).  The random stages are WS, ER and BA graphs; the DNW stage chooses its edges
   among the edges from one block of the stage's nodes to a later one plus ``input -> v`` and ``v -> output``
@@ -43,12 +45,14 @@ GRAPH_INPUTS, GRAPH_OUTPUTS = 4, 8
 #: Defaults of ``neuralgraphs compare`` (measured to finish within 5 minutes on 2 CPU cores).
 COMPARE_DEFAULTS: Dict[str, Any] = {
     "experiments": list(EXPERIMENTS), "epochs": 12, "seeds": [0, 1, 2, 3, 4],
-    "graph_nodes": 32, "graph_budget": None, "graph_models": list(CHANNEL_MODELS),
+    "graph_nodes": 32, "graph_blocks": 5, "graph_epochs": 24, "graph_budget": None,
+    "graph_models": list(CHANNEL_MODELS),
     "nodes": 12, "channels": 8, "budget": None, "blocks": 4, "models": list(STAGE_MODELS),
     "lr": 0.1, "batch_size": 64, "jobs": None, "threads": 1, "out": "compare_results", "progress": True,
 }
 #: What ``--quick`` changes (a smoke test under a minute, trained well above chance); explicit options win.
-QUICK_DEFAULTS: Dict[str, Any] = {"epochs": 4, "seeds": [0, 1], "batch_size": 32, "graph_nodes": 16, "nodes": 8,
+QUICK_DEFAULTS: Dict[str, Any] = {"epochs": 4, "graph_epochs": 6, "seeds": [0, 1], "batch_size": 32, "graph_nodes": 16,
+                                  "graph_blocks": 2, "nodes": 8,
                                   "channels": 8}
 
 #: Keys of each row of an experiment's ``"models"`` in ``results.json`` (and the columns of ``results.csv``).
@@ -144,7 +148,8 @@ def _out_dir(text: Any) -> str:
 
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "experiments": _subset(EXPERIMENTS, "experiments"), "epochs": _int_at_least(1), "seeds": _seeds,
-    "graph_nodes": _int_at_least(1), "graph_budget": _int_at_least(1),
+    "graph_nodes": _int_at_least(1), "graph_blocks": _int_at_least(1), "graph_epochs": _int_at_least(1),
+    "graph_budget": _int_at_least(1),
     "graph_models": _subset(CHANNEL_MODELS, "model(s)"), "nodes": _int_at_least(3), "channels": _int_at_least(2),
     "budget": _int_at_least(1), "blocks": _int_at_least(1), "models": _subset(STAGE_MODELS, "model(s)"),
     "lr": _positive_float,
@@ -165,11 +170,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     opt = cmp.add_argument
     opt("--experiments", type=_PARSERS["experiments"],
         help=f"comma-separated subset of {','.join(EXPERIMENTS)} (default: both)")
-    opt("--epochs", type=_PARSERS["epochs"], help=f"epochs per run (default: {d['epochs']})")
+    opt("--epochs", type=_PARSERS["epochs"], help=f"stages experiment: epochs per run (default: {d['epochs']})")
     opt("--seeds", type=_seeds, help="number of seeds, or a comma-separated list such as 0,4,7 (a single seed: '7,') "
         f"(default: {len(d['seeds'])})")
     opt("--graph-nodes", dest="graph_nodes", type=_PARSERS["graph_nodes"],
         help=f"channels experiment: nodes of the graph (default: {d['graph_nodes']})")
+    opt("--graph-blocks", dest="graph_blocks", type=_PARSERS["graph_blocks"],
+        help="channels experiment: blocks of hidden nodes of the candidate DAG of the random, DNW and complete "
+        f"wirings, each run at once (default: {d['graph_blocks']})")
+    opt("--graph-epochs", dest="graph_epochs", type=_PARSERS["graph_epochs"],
+        help=f"channels experiment: epochs per run (default: {d['graph_epochs']})")
     opt("--graph-budget", dest="graph_budget", type=_PARSERS["graph_budget"],
         help="channels experiment: active edges of every wiring but the complete one (default: the WS graph's)")
     opt("--graph-models", dest="graph_models", type=_PARSERS["graph_models"],
@@ -252,10 +262,17 @@ def _check_sizes(opts: Dict[str, Any], parser: argparse.ArgumentParser) -> None:
         if n < GRAPH_INPUTS + GRAPH_OUTPUTS + 1:
             parser.error(f"argument --graph-nodes: the graph has {GRAPH_INPUTS} input and {GRAPH_OUTPUTS} output "
                          f"nodes, so at least {GRAPH_INPUTS + GRAPH_OUTPUTS + 1} nodes, got {n}")
-        candidates = n * (n - 1) // 2
+        hidden = n - GRAPH_INPUTS - GRAPH_OUTPUTS
+        if opts["graph_blocks"] > hidden:
+            parser.error(f"argument --graph-blocks: at most the {hidden} hidden nodes of {n} nodes "
+                         f"({GRAPH_INPUTS} inputs, {GRAPH_OUTPUTS} outputs), got {opts['graph_blocks']}")
+        from neuralgraphs.models.channels import channel_blocks
+
+        sizes = channel_blocks(n, GRAPH_INPUTS, GRAPH_OUTPUTS, opts["graph_blocks"])
+        candidates = (n * n - sum(size * size for size in sizes)) // 2
         if opts["graph_budget"] is not None and opts["graph_budget"] > candidates:
-            parser.error(f"argument --graph-budget: at most {candidates} edges (every candidate of {n} nodes), "
-                         f"got {opts['graph_budget']}")
+            parser.error(f"argument --graph-budget: at most {candidates} edges (every candidate of {n} nodes in "
+                         f"{opts['graph_blocks']} blocks), got {opts['graph_budget']}")
     elif opts["graph_budget"] is not None:
         parser.error("argument --graph-budget: sets the channels experiment, which --experiments leaves out")
     if "stages" in exps:
@@ -296,7 +313,8 @@ def _build(experiment: str, model: str, seed: int, opts: Dict[str, Any]):
 
         budget = opts["graph_budget"] if model != "complete" else None
         return ChannelGraphClassifier(model, num_nodes=opts["graph_nodes"], num_inputs=GRAPH_INPUTS,
-                                      num_outputs=GRAPH_OUTPUTS, budget=budget, seed=seed)
+                                      num_outputs=GRAPH_OUTPUTS, budget=budget, seed=seed,
+                                      num_blocks=opts["graph_blocks"])
     from neuralgraphs.models.randwire import digits_network
 
     sparse = {"ws": {"k": 2, "p": 0.75}, "er": {"p": min(1.0, 2.0 / (opts["nodes"] - 1))}, "ba": {"m": 1}}
@@ -327,9 +345,10 @@ def run_one(job: Tuple[str, str, int], opts: Dict[str, Any]) -> Dict[str, Any]:
     model = _build(experiment, model_name, seed, opts)
     hist = WiringHistory()
     t0 = time.perf_counter()
-    history = fit(model, train_loader, test_loader, epochs=opts["epochs"], lr=opts["lr"], weight_decay=5e-5,
+    epochs = opts["graph_epochs"] if experiment == "channels" else opts["epochs"]
+    history = fit(model, train_loader, test_loader, epochs=epochs, lr=opts["lr"], weight_decay=5e-5,
                   schedule="cosine", progress=False, seed=seed, callbacks=[hist])
-    swaps = hist.swaps() if model_name == "dnw" else [0] * opts["epochs"]
+    swaps = hist.swaps() if model_name == "dnw" else [0] * epochs
     live = sum(int(_analyse(g)[2].sum()) for g in _graph_modules(model))
     return {"experiment": experiment, "model": model_name, "seed": seed, "test_acc": history["test_acc"][-1],
             # a stage's edges with its input and output edges, as its random counterpart's
@@ -490,11 +509,17 @@ def write_results(results: Dict[str, Any], out: str) -> Dict[str, str]:
     return paths
 
 
+def _epochs_text(opts: Dict[str, Any]) -> str:
+    per = {"channels": opts["graph_epochs"], "stages": opts["epochs"]}
+    return ", ".join(f"{per[e]} ({e})" for e in opts["experiments"])
+
+
 def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     opts = resolve_options(args, parser)
     n_runs = len(_jobs(opts))
     print(f"neuralgraphs compare: {', '.join(opts['experiments'])}; seeds {opts['seeds']} ({n_runs} runs, "
-          f"{opts['jobs']} at a time), {opts['epochs']} epochs, batch {opts['batch_size']}, lr {opts['lr']}", flush=True)
+          f"{opts['jobs']} at a time), epochs {_epochs_text(opts)}, batch {opts['batch_size']}, lr {opts['lr']}",
+          flush=True)
     results = run_compare(opts)
     paths = write_results(results, opts["out"])
     print()

@@ -13,25 +13,31 @@ which ``k`` candidates are active:
 
 ``k`` is the edge count of the WS graph the same seed draws (so every wiring but the complete one has the
 same number of active edges at the same seed), or ``budget`` when given.
+
+With ``num_blocks`` the candidates of ``"random"``, ``"dnw"``, ``"no_update"`` and ``"complete"`` are those of
+a blocked DAG instead (inputs, ``num_blocks`` blocks of hidden nodes, outputs; every edge from a block to a
+later one): about 87 % of the complete DAG's edges at 32 nodes and 5 blocks, but 7 levels instead of 32,
+which makes a DNW step about 4x cheaper (a static graph runs level by level, and a level costs about the
+same whatever it holds).  The RandWire graphs are drawn over the nodes as before.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
 
 from neuralgraphs._checks import check_batch, check_int
 from neuralgraphs.dynamics import StaticGraph
-from neuralgraphs.generators.candidates import complete_dag
+from neuralgraphs.generators.candidates import blocked_dag, complete_dag
 from neuralgraphs.generators.random_graphs import random_dag
 from neuralgraphs.graph import NeuralGraph
 from neuralgraphs.models.tiny import center_mean
 from neuralgraphs.nodes import image_node_op
 from neuralgraphs.wiring import FixedWiring
 
-__all__ = ["ChannelGraphClassifier", "CHANNEL_WIRINGS", "generator_edges"]
+__all__ = ["ChannelGraphClassifier", "CHANNEL_WIRINGS", "channel_blocks", "generator_edges"]
 
 #: Wirings of :class:`ChannelGraphClassifier`.
 CHANNEL_WIRINGS = ("ws", "er", "ba", "random", "dnw", "no_update", "complete")
@@ -50,6 +56,18 @@ def generator_edges(kind: str, num_nodes: int, seed: int, **params: Any) -> Tens
     dag = random_dag(kind, num_nodes, seed, **{**defaults, **params})
     edges = sorted((int(u), int(v)) for u, v in dag.edges)
     return torch.tensor(edges, dtype=torch.long).t().reshape(2, -1)
+
+
+def channel_blocks(num_nodes: int, num_inputs: int, num_outputs: int, num_blocks: int) -> List[int]:
+    """Block sizes of the blocked candidate DAG of :class:`ChannelGraphClassifier`: the inputs, the hidden
+    nodes split into ``num_blocks`` blocks of near-equal size (the first ones one larger), the outputs."""
+    hidden = num_nodes - num_inputs - num_outputs
+    num_blocks = check_int("num_blocks", num_blocks, 1)
+    if num_blocks > max(hidden, 1):
+        raise ValueError(f"num_blocks: at most the {hidden} hidden nodes of {num_nodes} nodes "
+                         f"({num_inputs} inputs, {num_outputs} outputs), got {num_blocks}")
+    sizes = [hidden // num_blocks + (b < hidden % num_blocks) for b in range(num_blocks)] if hidden else []
+    return [num_inputs] + sizes + [num_outputs]
 
 
 def _own_edges(full: StaticGraph, candidates: NeuralGraph, node_op: nn.Module) -> StaticGraph:
@@ -81,9 +99,9 @@ class ChannelGraphClassifier(nn.Module):
     docstring for the wirings).
 
     * Stem: ``conv in_channels -> num_inputs 3x3, BN`` at the input resolution, one channel per input node.
-    * Graph: :class:`~neuralgraphs.dynamics.StaticGraph` on the complete DAG over ``num_nodes`` nodes (inputs
-      ``0 .. num_inputs - 1``, outputs the last ``num_outputs``), node operation instance norm -> ReLU -> 3x3
-      depthwise conv (the DNW static graph's).  A fixed wiring (``"ws"``, ``"er"``, ``"ba"``, ``"random"``,
+    * Graph: :class:`~neuralgraphs.dynamics.StaticGraph` on the complete DAG (or, with ``num_blocks``, the
+      blocked DAG) over ``num_nodes`` nodes (inputs ``0 .. num_inputs - 1``, outputs the last
+      ``num_outputs``), node operation instance norm -> ReLU -> 3x3 depthwise conv (the DNW static graph's).  A fixed wiring (``"ws"``, ``"er"``, ``"ba"``, ``"random"``,
       ``"no_update"``) runs on its own active edges as the only candidates, each starting at the weight the
       complete DAG's initialisation gave it: the same function (inactive candidates of a fixed wiring carry
       and learn nothing), with the levels of the wiring's DAG instead of one level per node (at 32 nodes
@@ -103,6 +121,8 @@ class ChannelGraphClassifier(nn.Module):
         num_classes: classes.  (default: ``10``)
         readout: side of the central square read by the head.  (default: ``4``)
         seed: seed of the graphs, the random wiring and the initial weights.  (default: ``0``)
+        num_blocks: blocks of hidden nodes of the candidate DAG of the learned, uniform random and complete
+            wirings (:func:`channel_blocks`), or :obj:`None` for the complete DAG.  (default: :obj:`None`)
 
     Shapes:
         input ``[B, in_channels, H, W]``; output ``[B, num_classes]``.
@@ -110,7 +130,8 @@ class ChannelGraphClassifier(nn.Module):
 
     def __init__(self, wiring: str = "dnw", num_nodes: int = 64, num_inputs: int = 8, num_outputs: int = 16,
                  budget: Optional[int] = None, generator_params: Optional[Dict[str, Any]] = None,
-                 in_channels: int = 1, num_classes: int = 10, readout: Optional[int] = 4, seed: int = 0) -> None:
+                 in_channels: int = 1, num_classes: int = 10, readout: Optional[int] = 4, seed: int = 0,
+                 num_blocks: Optional[int] = None) -> None:
         super().__init__()
         if wiring not in CHANNEL_WIRINGS:
             raise ValueError(f"wiring: expected one of {CHANNEL_WIRINGS}, got {wiring!r}")
@@ -129,14 +150,18 @@ class ChannelGraphClassifier(nn.Module):
         if budget is not None and wiring == "complete":
             raise ValueError("budget: the complete wiring keeps every candidate; leave budget out")
         candidates = complete_dag(n, inputs=torch.arange(n_in), outputs=torch.arange(n - n_out, n))
+        learned = candidates if num_blocks is None else blocked_dag(channel_blocks(n, n_in, n_out, num_blocks))
         params = dict(generator_params or {})
         ws_params = {key: v for key, v in params.items() if key in ("k", "p")}
         k = budget if budget is not None else generator_edges("ws", n, seed, **ws_params).size(1)
         if budget is not None:
             check_int("budget", budget, 1)
-            if budget > candidates.num_edges:
-                raise ValueError(f"budget: at most the {candidates.num_edges} candidates of {n} nodes, got {budget}")
-        self.wiring_name, self.readout = wiring, readout
+            if budget > learned.num_edges:
+                raise ValueError(f"budget: at most the {learned.num_edges} candidates of {n} nodes, got {budget}")
+        if wiring in ("random", "dnw", "no_update") and k > learned.num_edges:
+            raise ValueError(f"num_blocks: the {learned.num_edges} candidates of {num_blocks} blocks cannot hold "
+                             f"the WS graph's {k} edges; use fewer blocks or a budget")
+        self.wiring_name, self.readout, self.num_blocks = wiring, readout, num_blocks
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.stem = nn.Sequential(nn.Conv2d(in_channels, n_in, 3, padding=1, bias=False), nn.BatchNorm2d(n_in))
@@ -154,11 +179,11 @@ class ChannelGraphClassifier(nn.Module):
                 graph_wiring: Any = FixedWiring(candidates, k=index.numel(), weight=mask)
                 full = StaticGraph(candidates, node_op, graph_wiring, seed=seed)
             else:
-                full = StaticGraph(candidates, node_op, wiring, k=k if wiring != "complete" else None, seed=seed)
+                full = StaticGraph(learned, node_op, wiring, k=k if wiring != "complete" else None, seed=seed)
             if wiring in ("dnw", "complete"):
                 self.graph = full
             else:
-                self.graph = _own_edges(full, candidates, node_op)
+                self.graph = _own_edges(full, learned, node_op)
             self.fc = nn.Linear(n_out, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
