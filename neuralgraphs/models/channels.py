@@ -101,9 +101,9 @@ class ChannelGraphClassifier(nn.Module):
     * Stem: ``conv in_channels -> num_inputs 3x3, BN`` at the input resolution, one channel per input node.
     * Graph: :class:`~neuralgraphs.dynamics.StaticGraph` on the complete DAG (or, with ``num_blocks``, the
       blocked DAG) over ``num_nodes`` nodes (inputs ``0 .. num_inputs - 1``, outputs the last
-      ``num_outputs``), node operation instance norm -> ReLU -> 3x3 depthwise conv (the DNW static graph's).  A fixed wiring (``"ws"``, ``"er"``, ``"ba"``, ``"random"``,
-      ``"no_update"``) runs on its own active edges as the only candidates, each starting at the weight the
-      complete DAG's initialisation gave it: the same function (inactive candidates of a fixed wiring carry
+      ``num_outputs``), node operation instance norm -> ReLU -> 3x3 depthwise conv (the DNW static graph's).
+      A fixed wiring (``"ws"``, ``"er"``, ``"ba"``, ``"random"``, ``"no_update"``) runs on its own active
+      edges as the only candidates, each starting at the weight the candidate DAG's initialisation gave it: the same function (inactive candidates of a fixed wiring carry
       and learn nothing), with the levels of the wiring's DAG instead of one level per node (at 32 nodes
       3-8 levels instead of 32, a 3-4x faster training step).
     * Head: the output nodes averaged over the central ``readout x readout`` region, then a linear layer.
