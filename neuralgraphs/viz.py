@@ -15,7 +15,7 @@ from typing import Any, List, Mapping, Sequence, Union
 
 import networkx as nx
 
-__all__ = ["plot_compare", "plot_training_curves", "plot_degree_distributions"]
+__all__ = ["plot_compare", "plot_training_curves", "plot_degree_distributions", "plot_swaps"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -196,5 +196,34 @@ def plot_degree_distributions(graphs: Mapping[str, nx.DiGraph], path: PathLike) 
         ax.set_xlabel(title)
         ax.set_ylabel("nodes")
         ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_swaps(steps: Sequence[int], swaps: Mapping[str, Sequence[int]], path: PathLike) -> str:
+    """Edges that entered the active set between consecutive records, against the training step.
+
+    Args:
+        steps (list of int): the step of every record.
+        swaps (dict): module name to its swaps per record (``len(steps)`` values; the first, 0, is not drawn).
+        path (str or os.PathLike): PNG file to write; its folder must exist.
+
+    Returns:
+        str: ``path``.
+    """
+    steps = list(steps)
+    if not isinstance(swaps, Mapping) or not swaps:
+        raise ValueError("swaps: expected a non-empty dict of module name to swaps per record")
+    for name, values in swaps.items():
+        if len(values) != len(steps):
+            raise ValueError(f"swaps[{name!r}]: expected {len(steps)} values (one per record), got {len(values)}")
+    path = _check_path(path)
+    fig, (ax,) = _figure()
+    for name, values in swaps.items():
+        ax.plot(steps[1:], list(values)[1:], marker=".", label=str(name))
+    ax.set_xlabel("step")
+    ax.set_ylabel("edges entered since the previous record")
+    ax.grid(alpha=0.3)
+    if ax.get_lines():
         ax.legend(fontsize="small")
     return _save(fig, path)

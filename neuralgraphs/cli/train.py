@@ -29,11 +29,14 @@ __all__ = ["add_parser", "BUILDERS", "config_names", "load_config", "resolve_con
            "METRIC_COLUMNS"]
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-SECTIONS = ("model", "data", "train", "seed")
+SECTIONS = ("model", "data", "train", "record", "seed")
 TRAIN_KEYS = {"epochs": int, "lr": float, "momentum": float, "weight_decay": float, "schedule": str,
               "label_smoothing": float}
 DATA_KEYS = {"name": str, "batch_size": int, "as_images": bool}
+RECORD_KEYS = {"every": int}
 DATASETS = ("digits",)
+#: steps between two records of the active edges (``record.every``) when the config does not say
+RECORD_EVERY = 10
 METRIC_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "active_edges",
                   "swapped", "time")
 
@@ -82,8 +85,10 @@ def check_config(config: Dict[str, Any], source: str = "config") -> Dict[str, An
     builder = config["model"].get("builder")
     if builder not in BUILDERS:
         raise ValueError(f"{source}: model.builder must be one of {list(BUILDERS)}, got {builder!r}")
-    for section, keys in (("data", DATA_KEYS), ("train", TRAIN_KEYS)):
-        for key, value in config[section].items():
+    if not isinstance(config.get("record", {}), dict):
+        raise ValueError(f"{source}: section 'record' must be a mapping")
+    for section, keys in (("data", DATA_KEYS), ("train", TRAIN_KEYS), ("record", RECORD_KEYS)):
+        for key, value in config.get(section, {}).items():
             if key not in keys:
                 raise ValueError(f"{source}: unknown key {section}.{key}; allowed: {sorted(keys)}")
             _check_type(f"{section}.{key}", value, keys[key])
@@ -92,6 +97,8 @@ def check_config(config: Dict[str, Any], source: str = "config") -> Dict[str, An
                          f"examples' loaders), got {config['data'].get('name')!r}")
     if "epochs" not in config["train"] or "lr" not in config["train"]:
         raise ValueError(f"{source}: train.epochs and train.lr are required")
+    if config.get("record", {}).get("every", 1) < 1:
+        raise ValueError(f"{source}: record.every: expected a positive int, got {config['record']['every']}")
     seed = config.get("seed", 0)
     _check_type("seed", seed, int)
     return config
@@ -123,8 +130,8 @@ def resolve_config(config: Dict[str, Any], overrides: List[str]) -> Dict[str, An
         if key == "seed":
             out["seed"] = value
             continue
-        if len(parts) != 2 or parts[0] not in ("model", "data", "train"):
-            raise ValueError(f"override: unknown key {key!r}; expected seed or model./data./train.<key>")
+        if len(parts) != 2 or parts[0] not in ("model", "data", "train", "record"):
+            raise ValueError(f"override: unknown key {key!r}; expected seed or model./data./train./record.<key>")
         section, name = parts
         if section == "model" and name != "builder" and name in out["model"]:
             old = out["model"][name]
@@ -132,7 +139,7 @@ def resolve_config(config: Dict[str, Any], overrides: List[str]) -> Dict[str, An
                     isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool)):
                 raise ValueError(f"{key}: expected a {type(old).__name__} like the config's {old!r}, got "
                                  f"{type(value).__name__} {value!r}")
-        out[section][name] = value
+        out.setdefault(section, {})[name] = value
     return check_config(out, source="overrides")
 
 
@@ -204,6 +211,84 @@ class _Metrics:
         _write_atomic(self.path, buf.getvalue())
 
 
+class _WiringFiles:
+    """A fit callback recording the active edges every ``every`` steps and at every epoch end, written after
+    each epoch to ``wiring.pt`` (indices only, atomic) and ``wiring.html`` (the slider page).
+
+    A resumed run reloads ``wiring.pt`` and keeps the records up to the checkpoint's step (records written
+    after it, before a kill, are taken again), so it ends with the records of an uninterrupted run."""
+
+    def __init__(self, out: str, every: int, title: str) -> None:
+        from neuralgraphs.analysis.history import WiringHistory
+
+        self.out, self.title = out, title
+        self.history = WiringHistory(every=every, at_epoch_end=True)
+        self.enabled = False
+
+    def on_fit_start(self, model, state) -> None:
+        from neuralgraphs.analysis.history import wired_modules
+        from neuralgraphs.train import load_checkpoint
+
+        self.enabled = bool(wired_modules(model))
+        if not self.enabled:
+            return
+        path = os.path.join(self.out, "wiring.pt")
+        done = int(state.get("step", 0))
+        if int(state.get("epoch", 0)) and os.path.isfile(path):
+            saved = load_checkpoint(path)
+            keep = [i for i, step in enumerate(saved["steps"]) if step <= done]
+            self.history.load_state_dict({key: [saved[key][i] for i in keep]
+                                          for key in ("steps", "labels", "records")})
+        self.history.on_fit_start(model, state)
+
+    def on_step_end(self, model, step, loss) -> None:
+        if self.enabled:
+            self.history.on_step_end(model, step, loss)
+
+    def on_epoch_end(self, model, epoch, record) -> None:
+        if not self.enabled:
+            return
+        from neuralgraphs.analysis.page import wiring_page_data, write_wiring_page
+        from neuralgraphs.train import save_checkpoint
+
+        self.history.on_epoch_end(model, epoch, record)
+        save_checkpoint(os.path.join(self.out, "wiring.pt"), self.history.state_dict())
+        write_wiring_page(wiring_page_data(model, self.history, title=self.title),
+                          os.path.join(self.out, "wiring.html"))
+
+    def finish(self, model) -> List[str]:
+        """The final active wiring as GraphML (``wiring-final-NAME.graphml``, one per wired module: every
+        node, the active edges with their weights) and, when matplotlib is installed, ``wiring-swaps.png``
+        and ``wiring-degrees.png``.  Returns the files written."""
+        if not self.enabled:
+            return []
+        import networkx as nx
+
+        from neuralgraphs.analysis.history import wired_modules
+
+        written, graphs = [], {}
+        last = self.history.records[-1]
+        for name, module in wired_modules(model):
+            label = name or "model"
+            full = module.graph.to_networkx(weight=module.weight.detach().cpu(), active=last[name])
+            graph = nx.DiGraph()
+            graph.add_nodes_from(full.nodes(data=True))
+            graph.add_edges_from((u, v, d) for u, v, d in full.edges(data=True) if d["active"])
+            graphs[label] = graph
+            written.append(os.path.join(self.out, f"wiring-final-{label}.graphml"))
+            nx.write_graphml(graph, written[-1])
+        try:
+            from neuralgraphs.viz import plot_degree_distributions, plot_swaps
+
+            swaps = {label: [0] + [s[name] for s in self.history.swaps(per_module=True)]
+                     for label, name in zip(graphs, last)}
+            written.append(plot_swaps(self.history.steps, swaps, os.path.join(self.out, "wiring-swaps.png")))
+            written.append(plot_degree_distributions(graphs, os.path.join(self.out, "wiring-degrees.png")))
+        except ImportError:  # matplotlib is an optional extra
+            pass
+        return written
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a named experiment config (or a YAML file)",
                        description=__doc__.split("\n\n")[0])
@@ -246,9 +331,11 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _write_atomic(os.path.join(out, "config.yaml"), text)
     train_loader, test_loader = _loaders(config)
     metrics = _Metrics(os.path.join(out, "metrics.csv"), len(train_loader))
+    wiring = _WiringFiles(out, config.get("record", {}).get("every", RECORD_EVERY), title=name)
     history = fit(model, train_loader, test_loader, seed=config.get("seed", 0),
-                  checkpoint=os.path.join(out, "checkpoint.pt"), resume=args.resume, callbacks=[metrics],
+                  checkpoint=os.path.join(out, "checkpoint.pt"), resume=args.resume, callbacks=[metrics, wiring],
                   **config["train"])
+    wiring.finish(model)
     print(f"{name}: test accuracy {100 * history['test_acc'][-1]:.1f} % after {history['epoch'][-1]} epochs; "
           f"results in {out}")
     return 0
