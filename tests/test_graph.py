@@ -311,6 +311,23 @@ def test_to_networkx_active_indices_are_checked():
     assert not any(nx.get_edge_attributes(out, "active").values())
 
 
+def test_to_networkx_active_only_keeps_every_node_and_the_active_edges():
+    g = complete_dag(5, inputs=[0], outputs=[4])  # candidates (u, v) for u < v, in row-major order
+    w = torch.arange(10, dtype=torch.float32)
+    src, dst = g.edge_index.tolist()
+    out = g.to_networkx(weight=w, active=torch.tensor([1, 7]), active_only=True)
+    assert sorted(out.nodes) == [0, 1, 2, 3, 4] and out.nodes[4]["role"] == "output"
+    assert set(out.edges) == {(src[1], dst[1]), (src[7], dst[7])}
+    assert out.edges[src[7], dst[7]] == {"weight": 7.0, "active": True}
+    mask = torch.zeros(10, dtype=torch.bool)
+    mask[[1, 7]] = True
+    assert set(g.to_networkx(active=mask, active_only=True).edges) == set(out.edges)
+    with pytest.raises(ValueError, match="active_only: needs the active edges"):
+        g.to_networkx(active_only=True)
+    with pytest.raises(TypeError, match="active_only"):
+        g.to_networkx(active=mask, active_only=1)
+
+
 def test_node_labels_must_be_distinct_and_hashable():
     ei = torch.tensor([[0, 1], [1, 2]])
     with pytest.raises(ValueError, match="node_labels: label 'a' is repeated"):

@@ -389,3 +389,13 @@ def test_plot_training_curves_without_any_test_accuracy_or_with_zero_loss_warns_
     assert axis(figures[0], ylabel="loss").get_yscale() == "log"
     with pytest.raises(ValueError, match=r"^histories\['a'\]: train_loss must hold numbers"):
         viz.plot_training_curves({"a": history(["x"], None)}, tmp_path / "c.png")
+
+
+def test_plot_swaps(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = viz.plot_swaps([0, 5, 10], {"graph": [0, 4, 2]}, tmp_path / "s.png")
+    assert Path(path).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match=r"swaps\['graph'\]: expected 3 values"):
+        viz.plot_swaps([0, 5, 10], {"graph": [0, 4]}, tmp_path / "s.png")
+    with pytest.raises(ValueError, match="swaps: expected a non-empty dict"):
+        viz.plot_swaps([0], {}, tmp_path / "s.png")

@@ -1,19 +1,23 @@
 """``neuralgraphs train NAME_OR_PATH [key=value ...]``: run a named experiment config (or a YAML file).
 
-A config is a plain YAML mapping with four sections::
+A config is a plain YAML mapping with four sections and an optional fifth::
 
     model: {builder: mobilenet_v1_graphs, width: 0.225, wiring: dnw, num_classes: 10, in_channels: 1}
     data: {name: digits, batch_size: 64}
     train: {epochs: 15, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-5, schedule: cosine, label_smoothing: 0.0}
     seed: 0
+    record: {every: 10}   # steps between two records of the active edges (optional)
 
 ``model.builder`` names a model constructor of :data:`BUILDERS`; the other ``model`` keys are its arguments,
 checked against its signature before anything is built.  ``key=value`` overrides use dotted keys
 (``train.epochs=2``, ``model.wiring=random``); values are read as YAML scalars and must have the type of the
 value they replace.  An unknown key, a value of the wrong type or a YAML tag is an error naming it before
 anything trains.  The run writes ``DIR/config.yaml`` (the resolved config), ``DIR/metrics.csv`` (one row per
-epoch, rewritten atomically after each) and ``DIR/checkpoint.pt`` (atomic, every epoch); ``--resume``
-continues from it exactly (``neuralgraphs.train.fit``).
+epoch, rewritten atomically after each), ``DIR/checkpoint.pt`` (atomic, every epoch) and, for a model with
+a learned or fixed wiring, the wiring over training: ``DIR/wiring.pt`` (the active edges every
+``record.every`` steps, an optional fifth section, and at every epoch end), ``DIR/wiring.html`` (the slider
+page of :mod:`neuralgraphs.analysis.page`), ``DIR/wiring-final-NAME.graphml`` and two PNG plots.
+``--resume`` continues from the checkpoint exactly (``neuralgraphs.train.fit``), wiring record included.
 """
 
 from __future__ import annotations
@@ -270,10 +274,8 @@ class _WiringFiles:
         last = self.history.records[-1]
         for name, module in wired_modules(model):
             label = name or "model"
-            full = module.graph.to_networkx(weight=module.weight.detach().cpu(), active=last[name])
-            graph = nx.DiGraph()
-            graph.add_nodes_from(full.nodes(data=True))
-            graph.add_edges_from((u, v, d) for u, v, d in full.edges(data=True) if d["active"])
+            graph = module.graph.to_networkx(weight=module.weight.detach().cpu(), active=last[name],
+                                             active_only=True)
             graphs[label] = graph
             written.append(os.path.join(self.out, f"wiring-final-{label}.graphml"))
             nx.write_graphml(graph, written[-1])
