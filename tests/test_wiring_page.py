@@ -2,6 +2,7 @@
 itself (inline data, no network), the files of ``neuralgraphs train`` and, slow-marked, the page in a real
 headless Chromium."""
 
+import csv
 import json
 import os
 import re
@@ -206,3 +207,32 @@ def test_the_slider_redraws_the_graph_in_a_real_browser(tmp_path):
         _browser(f"--screenshot={out}", f"{page.as_uri()}#step={i}")
         shots.append(out.read_bytes())
     assert all(s[:4] == b"\x89PNG" for s in shots) and shots[0] != shots[1]
+
+
+def test_inspect_a_run_folder(tmp_path, capsys):
+    assert _train(tmp_path) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # the same figures the training wrote, from the checkpoint and the record
+    assert f"test accuracy    {100 * float(rows[-1]['test_acc']):.2f} %" in out
+    assert f"swaps per epoch  {[int(r['swapped']) for r in rows]}" in out
+    model = train_cli.build_model(train_cli.load_config(str(tmp_path / "config.yaml")))
+    model.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt")["model"])
+    k, e = model.graph.wiring.num_active, model.graph.graph.num_edges
+    assert f"graph: {k} active of {e} candidates" in out
+    # depth of the active wiring, counted by networkx on the edges the test selects itself
+    src, dst = model.graph.graph.edge_index
+    dag = nx.DiGraph((int(src[i]), int(dst[i])) for i in _top_k(model.graph.weight, k))
+    assert f"depth {nx.dag_longest_path_length(dag)}" in out
+    for name in ("wiring-swaps.png", "wiring-degrees.png"):
+        assert f"plot             {tmp_path / name}" in out
+
+
+def test_inspect_a_folder_that_is_not_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "not a run folder" in err and "config.yaml" in err

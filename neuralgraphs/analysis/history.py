@@ -181,7 +181,7 @@ class WiringHistory:
         """Restore what :meth:`state_dict` returned."""
         self.steps = [int(s) for s in state["steps"]]
         self.labels = list(state["labels"])
-        self.records = [dict(r) for r in state["records"]]
+        self.records = [{name: t.to(torch.int64) for name, t in r.items()} for r in state["records"]]
         self._step = self.steps[-1] if self.steps else 0
 
     def __repr__(self) -> str:

@@ -1,4 +1,5 @@
-"""``neuralgraphs inspect PATH``: statistics of a saved graph or a summary of a checkpoint."""
+"""``neuralgraphs inspect PATH``: statistics of a saved graph, a summary of a checkpoint, or a run folder of
+``neuralgraphs train``."""
 
 from __future__ import annotations
 
@@ -10,18 +11,22 @@ __all__ = ["add_parser"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    ins = sub.add_parser("inspect", help="statistics of a saved graph (.json / .graphml) or checkpoint",
-                         description="Print dag_statistics of a graph saved with save_graph (node-link .json or "
-                                     ".graphml), or a summary of a checkpoint written by save_checkpoint / fit.")
-    ins.add_argument("path", help="graph file (.json, .graphml) or checkpoint (.pt, ...)")
+    ins = sub.add_parser("inspect", help="statistics of a saved graph (.json / .graphml), a checkpoint or a run "
+                         "folder", description="Print dag_statistics of a graph saved with save_graph (node-link "
+                         ".json or .graphml), a summary of a checkpoint written by save_checkpoint / fit, or, for a "
+                         "folder written by neuralgraphs train, what the trained model uses (active edges, live "
+                         "nodes, depth, parameters and FLOPs) and its swaps over training, with the plots.")
+    ins.add_argument("path", help="graph file (.json, .graphml), checkpoint (.pt, ...) or run folder")
     ins.set_defaults(func=command)
     return ins
 
 
 def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     path = args.path
+    if os.path.isdir(path):
+        return _inspect_run(path, parser)
     if not os.path.isfile(path):
-        parser.error(f"argument path: no such file {path!r}")
+        parser.error(f"argument path: no such file or folder {path!r}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix in (".json", ".graphml"):
         from xml.etree.ElementTree import ParseError
@@ -89,5 +94,72 @@ def _print_checkpoint(path: str, state: Dict[str, Any]) -> None:
             print(f"  {key}: {value.numel()} active edges")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+
+def _inspect_run(folder: str, parser: argparse.ArgumentParser) -> int:
+    """A run folder of ``neuralgraphs train``: the model rebuilt from ``config.yaml`` with the weights of
+    ``checkpoint.pt``, its counts over what is used, and the swaps of ``wiring.pt``."""
+    import networkx as nx
+    import torch
+
+    from neuralgraphs.analysis import count_flops, count_parameters, dag_statistics, effective_edges, live_nodes
+    from neuralgraphs.analysis.history import WiringHistory, wired_modules
+    from neuralgraphs.cli import train as train_cli
+    from neuralgraphs.train.checkpoint import load_checkpoint
+
+    needed = [os.path.join(folder, name) for name in ("config.yaml", "checkpoint.pt")]
+    missing = [p for p in needed if not os.path.isfile(p)]
+    if missing:
+        parser.error(f"argument path: {folder!r} is not a run folder of neuralgraphs train (no {', '.join(missing)})")
+    try:
+        config = train_cli.load_config(needed[0])
+        state = load_checkpoint(needed[1])
+        model = train_cli.build_model(config)
+        model.load_state_dict(state["model"])
+    except (ValueError, TypeError, OSError, KeyError, RuntimeError) as exc:
+        parser.error(f"argument path: cannot restore the run in {folder!r} ({exc})")
+    model.eval()
+    x, _ = next(iter(train_cli._loaders(config)[1]))
+    shape = tuple(x.shape[1:])  # one sample, without the batch dimension
+    arguments = ", ".join(f"{k}={v}" for k, v in config["model"].items() if k != "builder")
+    print(f"{folder}: {config['model']['builder']} ({arguments}), epoch {state.get('epoch', '?')} of "
+          f"{config['train']['epochs']}")
+    history = state.get("history") or {}
+    if history.get("test_acc"):
+        print(f"  test accuracy    {100 * history['test_acc'][-1]:.2f} %")
+    print(f"  parameters       {count_parameters(model)} (used), {count_parameters(model, effective=False)} (stored)")
+    print(f"  FLOPs (MAC)      {count_flops(model, shape)} at input {list(shape)}")
+    graphs = {}
+    for name, module in wired_modules(model):
+        label = name or "model"
+        with torch.no_grad():
+            active = module.active().index
+        g = module.graph.to_networkx(active=active, active_only=True, use_labels=False)
+        graphs[label] = g
+        line = f"  {label}: {int(active.numel())} active of {module.graph.num_edges} candidates"
+        try:
+            line += f", {effective_edges(module)} effective, {int(live_nodes(module).sum())} live nodes"
+        except (TypeError, ValueError):  # a layer without node semantics (a sparse convolution's wiring)
+            pass
+        if nx.is_directed_acyclic_graph(g):
+            line += f", depth {dag_statistics(g)['depth']}"
+        print(line)
+    record = os.path.join(folder, "wiring.pt")
+    if graphs and os.path.isfile(record):
+        hist = WiringHistory()
+        hist.load_state_dict(load_checkpoint(record))
+        ends = [0] + [i for i, label in enumerate(hist.labels) if str(label).startswith("epoch ")]
+        by_epoch = WiringHistory()
+        by_epoch.load_state_dict({key: [getattr(hist, key)[i] for i in ends] for key in ("steps", "labels", "records")})
+        print(f"  records          {len(hist)} (steps {hist.steps[0]}..{hist.steps[-1]})")
+        print(f"  swaps per epoch  {by_epoch.swaps()} (edges active at the epoch's end, not at the previous one's)")
+        try:
+            from neuralgraphs.viz import plot_degree_distributions, plot_swaps
+
+            swaps = {label: [0] + [s[name] for s in hist.swaps(per_module=True)]
+                     for label, name in zip(graphs, hist.records[0])}
+            for path in (plot_swaps(hist.steps, swaps, os.path.join(folder, "wiring-swaps.png")),
+                         plot_degree_distributions(graphs, os.path.join(folder, "wiring-degrees.png"))):
+                print(f"  plot             {path}")
+        except ImportError:
+            print("  (plots need matplotlib: pip install neuralgraphs[plot])")
+    return 0
