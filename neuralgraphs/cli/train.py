@@ -35,7 +35,7 @@ __all__ = ["add_parser", "BUILDERS", "config_names", "load_config", "resolve_con
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 SECTIONS = ("model", "data", "train", "record", "seed")
 TRAIN_KEYS = {"epochs": int, "lr": float, "momentum": float, "weight_decay": float, "schedule": str,
-              "label_smoothing": float}
+              "label_smoothing": float, "device": str, "wiring_check_every": int}
 DATA_KEYS = {"name": str, "batch_size": int, "as_images": bool}
 RECORD_KEYS = {"every": int}
 DATASETS = ("digits",)
@@ -334,15 +334,50 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"model: {exc}")
     name = os.path.splitext(os.path.basename(args.config))[0]
     out = args.out or os.path.join("runs", name)
-    os.makedirs(out, exist_ok=True)
-    _write_atomic(os.path.join(out, "config.yaml"), text)
-    train_loader, test_loader = _loaders(config)
-    metrics = _Metrics(os.path.join(out, "metrics.csv"), len(train_loader))
-    wiring = _WiringFiles(out, config.get("record", {}).get("every", RECORD_EVERY), title=name)
-    history = fit(model, train_loader, test_loader, seed=config.get("seed", 0),
-                  checkpoint=os.path.join(out, "checkpoint.pt"), resume=args.resume, callbacks=[metrics, wiring],
-                  **config["train"])
-    wiring.finish(model)
-    print(f"{name}: test accuracy {100 * history['test_acc'][-1]:.1f} % after {history['epoch'][-1]} epochs; "
-          f"results in {out}")
+    train_args = dict(config["train"])
+    rank, started = _start_distributed(train_args)
+    try:
+        if rank == 0:
+            os.makedirs(out, exist_ok=True)
+            _write_atomic(os.path.join(out, "config.yaml"), text)
+        train_loader, test_loader = _loaders(config)
+        # files are written by rank 0 only; every rank trains the same way
+        metrics = _Metrics(os.path.join(out, "metrics.csv"), len(train_loader))
+        wiring = _WiringFiles(out, config.get("record", {}).get("every", RECORD_EVERY), title=name)
+        try:
+            history = fit(model, train_loader, test_loader, seed=config.get("seed", 0),
+                          checkpoint=os.path.join(out, "checkpoint.pt"), resume=args.resume,
+                          callbacks=[metrics, wiring] if rank == 0 else [], **train_args)
+        except ValueError as exc:  # a refused resume, a batch the ranks cannot share: the run's inputs
+            parser.error(f"train: {exc}")
+        if rank == 0:
+            wiring.finish(model)
+            print(f"{name}: test accuracy {100 * history['test_acc'][-1]:.1f} % after {history['epoch'][-1]} "
+                  f"epochs; results in {out}")
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return 0
+
+
+def _start_distributed(train_args: Dict[str, Any]) -> Tuple[int, bool]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment): join the process group (nccl when
+    ``train.device`` is CUDA, each rank on ``cuda:LOCAL_RANK``; gloo otherwise).  Returns this rank and
+    whether the group was started here."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return 0, False
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_rank(), False
+    cuda = str(train_args.get("device", "cpu")).startswith("cuda")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        train_args["device"] = f"cuda:{local}"
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_rank(), True

@@ -214,7 +214,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         milestones: Optional[Sequence[int]] = None, label_smoothing: float = 0.0,
         device: Union[str, torch.device] = "cpu", progress: bool = True, checkpoint: Optional[PathLike] = None,
         resume: bool = False, seed: int = 0, callbacks: Sequence[Any] = (),
-        history: Optional[Any] = None) -> Dict[str, List[Any]]:
+        history: Optional[Any] = None, wiring_check_every: int = 50) -> Dict[str, List[Any]]:
     """Train a classifier with SGD and return its per-epoch history.
 
     The run is deterministic given ``seed`` and the model's initial state: ``fit`` seeds torch, numpy and
@@ -255,6 +255,14 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
             after an interruption), or a callback object such as
             :class:`~neuralgraphs.analysis.history.WiringHistory`, which is then added to ``callbacks``.
             (default: :obj:`None`, a new dict)
+        wiring_check_every (int): with more than one rank, compare the ranks' active edges every this many
+            steps and at every epoch end (:func:`~neuralgraphs.train.distributed.check_same_wiring`).
+            (default: ``50``)
+
+    With an initialised process group of more than one rank the model is trained with
+    ``DistributedDataParallel`` on ``train_loader``'s batches shared out between the ranks (see
+    :mod:`neuralgraphs.train.distributed`: the same loss curve as a single-process run with the same global
+    batch); only rank 0 writes ``checkpoint``, and resuming with another number of ranks is refused.
 
     Returns:
         dict: lists with one entry per epoch under :data:`HISTORY_KEYS`: ``epoch`` (from 1), ``train_loss``,
@@ -284,6 +292,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
     label_smoothing = check_float("label_smoothing", label_smoothing, 0.0, 1.0)
     seed = check_int("seed", seed, 0)
+    wiring_check_every = check_int("wiring_check_every", wiring_check_every, 1)
     if not isinstance(progress, bool):
         raise TypeError(f"progress: expected a bool, got {type(progress).__name__}")
     if not isinstance(resume, bool):
@@ -317,14 +326,23 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     if schedule == "cosine" and steps_per_epoch == 0:
         raise ValueError("train_loader: is empty")
     device = torch.device(device)
+    from .distributed import check_same_wiring, shard_loader, world
 
+    world_size = world()
+    rank = torch.distributed.get_rank() if world_size > 1 else 0
     model.to(device)
     optimizer = torch.optim.SGD(param_groups_no_weight_decay(model, weight_decay), lr=lr, momentum=momentum)
     scheduler, per_step = _make_scheduler(schedule, optimizer, epochs, steps_per_epoch, milestones)
     run_info = {"epochs": epochs, "schedule": schedule, "seed": seed, "lr": lr, "momentum": momentum,
                 "weight_decay": weight_decay, "label_smoothing": label_smoothing,
                 "milestones": None if milestones is None else [int(m) for m in milestones],
-                "steps_per_epoch": steps_per_epoch}
+                "steps_per_epoch": steps_per_epoch, "world_size": world_size}
+    net: nn.Module = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None)
+        train_loader = shard_loader(train_loader, rank, world_size)
 
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), _restore_python_numpy_rng():
@@ -351,7 +369,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         show = _progress_enabled(progress)
         for epoch in range(start_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
-            model.train()
+            net.train()
             total_loss, correct, count = 0.0, 0, 0
             batches: Iterable = train_loader
             bar = None
@@ -363,10 +381,17 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
             try:
                 for batch in batches:
                     x, y = _batch(batch, device)
-                    logits = model(x)
+                    logits = net(x)
                     loss = label_smoothing_loss(logits, y, label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if world_size > 1:
+                        # W * (sum of this rank's losses) / global batch: DDP's mean over ranks is then the
+                        # single-process batch mean
+                        n_global = torch.tensor(float(y.numel()), device=device)
+                        torch.distributed.all_reduce(n_global)
+                        (loss * (y.numel() * world_size) / n_global).backward()
+                    else:
+                        loss.backward()
                     optimizer.step()
                     if per_step:
                         scheduler.step()
@@ -378,6 +403,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
                     total_loss += loss_value * y.numel()
                     correct += int((logits.detach().argmax(1) == y).sum())
                     count += y.numel()
+                    if world_size > 1 and step % wiring_check_every == 0:
+                        check_same_wiring(model, step)
                     for hook in step_hooks:
                         hook(model, step, loss_value)
                     if bar is not None:
@@ -385,6 +412,11 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
             finally:
                 if bar is not None:
                     bar.close()
+            if world_size > 1:
+                sums = torch.tensor([total_loss, float(correct), float(count)], dtype=torch.float64, device=device)
+                torch.distributed.all_reduce(sums)
+                total_loss, correct, count = float(sums[0]), int(sums[1]), int(sums[2])
+                check_same_wiring(model, step)
             if count == 0:
                 raise ValueError("train_loader: yielded no samples")
             if not per_step:
@@ -403,12 +435,14 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
                 history[key].append(record[key])
             for hook in epoch_hooks:
                 hook(model, epoch, record)
-            if checkpoint is not None:
+            if checkpoint is not None and rank == 0:
                 save_checkpoint(checkpoint, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "epoch": epoch, "run": run_info,
                     "history": {k: list(v) for k, v in history.items() if k in HISTORY_KEYS},
                     "rng": _rng_state(train_loader, device)})
+            if checkpoint is not None and world_size > 1:
+                torch.distributed.barrier()  # no rank runs ahead of the checkpoint it could be resumed from
     return history
 
 
