@@ -259,6 +259,7 @@ def test_each_experiment_trains_its_own_epochs(monkeypatch):
     import neuralgraphs.train
 
     monkeypatch.setattr(neuralgraphs.train, "fit", fake_fit)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # run_one's, for its own process only
     opts = {**cli.COMPARE_DEFAULTS, "graph_epochs": 3, "epochs": 2, "graph_nodes": 16, "graph_blocks": 2,
             "nodes": 6}
     channels = compare.run_one(("channels", "ws", 0), opts)

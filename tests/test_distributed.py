@@ -74,9 +74,17 @@ def _spawn(tmp_path, mode):
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
-def test_two_ranks_train_like_one_process_with_the_same_global_batch(tmp_path):
-    ranks = _spawn(tmp_path, "same")
+@pytest.fixture
+def one_thread():
+    """The ranks' thread count for the single-process reference, restored afterwards."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_two_ranks_train_like_one_process_with_the_same_global_batch(tmp_path, one_thread):
+    ranks = _spawn(tmp_path, "same")
     model = _model()
     train, test = _loaders()
     single = fit(model, train, test, epochs=EPOCHS, lr=0.05, seed=0, progress=False)
