@@ -412,3 +412,16 @@ def test_normalize():
         D.normalize([0.0, 0.0], [1.0])
     with pytest.raises(ValueError, match="channels"):
         D.normalize([0.0, 0.0], [1.0, 1.0])(x)
+
+
+def test_resize_center_crop():
+    x = torch.arange(2 * 4 * 8, dtype=torch.float32).reshape(2, 4, 8)
+    # the shorter side is already 4: only the central 4 columns are cut
+    assert torch.equal(D.ResizeCenterCrop(4)(x), x[:, :, 2:6])
+    # a constant image stays constant at any scale; the output is square
+    y = D.ResizeCenterCrop(6)(torch.full((3, 5, 9), 0.25))
+    assert y.shape == (3, 6, 6) and torch.allclose(y, torch.full_like(y, 0.25))
+    with pytest.raises(ValueError, match="size"):
+        D.ResizeCenterCrop(0)
+    composed = D.Compose(D.ResizeCenterCrop(4), None, D.normalize(0.5, 2.0))
+    assert torch.allclose(composed(x), (x[:, :, 2:6] - 0.5) / 2.0)

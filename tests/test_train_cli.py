@@ -3,6 +3,8 @@
 import csv
 import os
 
+import numpy as np
+
 import pytest
 
 from neuralgraphs.cli import main
@@ -11,6 +13,11 @@ from neuralgraphs.cli import train as train_cli
 FAST = ["digits-static-dnw", "digits-static-random", "digits-discrete-dnw", "digits-randwire-ws",
         "digits-randwire-dnw"]
 SLOW = ["digits-continuous-dnw", "digits-mobilenet-dnw", "digits-mobilenet-random", "digits-resnet50-dnw-10"]
+# the papers' experiments, on CIFAR-10 and ImageNet folders given with --data
+PAPER = [f"cifar10-{kind}-{wiring}" for kind in ("static", "discrete", "continuous")
+         for wiring in ("dnw", "random", "complete", "no-update")] + [
+    "imagenet-mobilenet-x0.225-dnw", "imagenet-mobilenet-x0.225-dnw-small", "imagenet-mobilenet-x0.225-random",
+    "imagenet-mobilenet-x0.25", "imagenet-resnet50-dnw-10", "imagenet-resnet50-dnw-20", "imagenet-randwire-small-ws"]
 
 
 def _rows(path):
@@ -23,10 +30,10 @@ def test_list_names_every_shipped_config(capsys):
     listed = capsys.readouterr().out.split()
     folder = os.path.join(os.path.dirname(train_cli.__file__), "..", "configs")
     assert listed == sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
-    assert set(FAST + SLOW) == set(listed)
+    assert set(FAST + SLOW + PAPER) == set(listed)
 
 
-@pytest.mark.parametrize("name", FAST + SLOW)
+@pytest.mark.parametrize("name", FAST + SLOW + PAPER)
 def test_every_config_resolves_and_builds(name):
     config = train_cli.load_config(name)
     model = train_cli.build_model(config)
@@ -113,3 +120,87 @@ def test_bad_config_files(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "digits-static-dnw", "model.colour=3", "--out", str(tmp_path / "x")])
     assert "unknown key(s) ['colour']" in capsys.readouterr().err
+
+
+def test_paper_configs_carry_the_papers_recipes():
+    tiny = train_cli.load_config("cifar10-static-dnw")
+    assert tiny["train"] == {"epochs": 160, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+                             "schedule": "multistep", "milestones": [80, 120]}
+    assert tiny["data"] == {"name": "cifar10", "batch_size": 512, "augment": True}
+    model = train_cli.build_model(tiny)
+    # 5 % of 800 x 800 edges, the paper's budget
+    assert model.graph.wiring.num_active == 32000
+    mobile = train_cli.load_config("imagenet-mobilenet-x0.225-dnw")
+    assert mobile["train"]["epochs"] == 250 and mobile["data"]["image_size"] == 224
+    resnet = train_cli.load_config("imagenet-resnet50-dnw-20")
+    assert resnet["train"]["label_smoothing"] == 0.1 and resnet["train"]["momentum"] == 0.875
+
+
+def test_a_paper_config_needs_its_data_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "cifar10-static-dnw", "--out", str(tmp_path)])
+    assert "give --data DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "cifar10-static-dnw", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a folder without the batch files names what is missing
+        main(["train", "cifar10-static-dnw", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert "data_batch_1" in capsys.readouterr().err
+
+
+def _small_tiny(*extra):
+    """The paper's static classifier at 96 nodes (the same code path, seconds instead of minutes)."""
+    return ["train.epochs=1", "data.batch_size=4", "model.num_nodes=96", "model.num_inputs=32",
+            "model.num_outputs=16", "model.blocks=[32, 32, 32]", *extra]
+
+
+def test_train_on_cifar10_files_in_the_real_format(tmp_path):
+    from test_data import _write_cifar_batch
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for i in range(1, 6):
+        _write_cifar_batch(root / f"data_batch_{i}", rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8), [i, 9 - i])
+    _write_cifar_batch(root / "test_batch", rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8), [1, 2, 3])
+    out = tmp_path / "run"
+    assert main(["train", "cifar10-static-dnw", *_small_tiny(), "--data", str(tmp_path), "--out", str(out)]) == 0
+    rows = _rows(out / "metrics.csv")
+    # 10 training images in batches of 4: 3 steps; the test accuracy is a multiple of 1/3
+    assert rows[0]["step"] == "3" and round(3 * float(rows[0]["test_acc"]), 6) in (0, 1, 2, 3)
+    assert train_cli.load_config(str(out / "config.yaml"))["data"]["root"] == str(tmp_path)
+
+
+def test_train_on_mnist_and_image_folders(tmp_path):
+    import gzip
+    import struct
+
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(1)
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    for prefix, n in (("train", 6), ("t10k", 2)):
+        header = lambda magic, shape: struct.pack(">I", magic) + struct.pack(f">{len(shape)}I", *shape)  # noqa: E731
+        with gzip.open(mnist / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(header(2051, (n, 28, 28)) + rng.integers(0, 256, (n, 28, 28), dtype=np.uint8).tobytes())
+        with gzip.open(mnist / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(header(2049, (n,)) + bytes(range(n)))
+    # the digits classifier on MNIST resized to its 8 x 8 input
+    out = tmp_path / "m"
+    assert main(["train", "digits-static-dnw", "train.epochs=1", "data.name=mnist", "data.batch_size=3",
+                 "data.image_size=8", "--data", str(mnist), "--out", str(out)]) == 0
+    assert _rows(out / "metrics.csv")[0]["step"] == "2"
+    folder = tmp_path / "images"
+    for split, n in (("train", 3), ("val", 1)):
+        for cls in ("ant", "bee"):
+            (folder / split / cls).mkdir(parents=True)
+            for i in range(n):  # images of different sizes: resized and centre-cropped to 32
+                size = (40 + 8 * i, 36)
+                Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8), mode="RGB").save(
+                    folder / split / cls / f"{i}.png")
+    out = tmp_path / "f"
+    assert main(["train", "cifar10-static-dnw", *_small_tiny("data.name=folder", "data.image_size=32",
+                                                               "model.num_classes=2"),
+                 "--data", str(folder), "--out", str(out)]) == 0
+    rows = _rows(out / "metrics.csv")
+    assert rows[0]["step"] == "2" and float(rows[0]["test_acc"]) in (0.0, 0.5, 1.0)

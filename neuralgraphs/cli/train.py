@@ -35,10 +35,14 @@ __all__ = ["add_parser", "BUILDERS", "config_names", "load_config", "resolve_con
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 SECTIONS = ("model", "data", "train", "record", "seed")
 TRAIN_KEYS = {"epochs": int, "lr": float, "momentum": float, "weight_decay": float, "schedule": str,
-              "label_smoothing": float, "device": str, "wiring_check_every": int}
-DATA_KEYS = {"name": str, "batch_size": int, "as_images": bool}
+              "label_smoothing": float, "milestones": list, "device": str, "wiring_check_every": int}
+DATA_KEYS = {"name": str, "batch_size": int, "as_images": bool, "root": str, "augment": bool, "image_size": int,
+             "workers": int}
 RECORD_KEYS = {"every": int}
-DATASETS = ("digits",)
+DATASETS = ("digits", "cifar10", "mnist", "folder")
+# per-channel mean and std of each source's training images (ImageNet's for image folders)
+_STATISTICS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)), "mnist": ((0.1307,), (0.3081,)),
+               "folder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 #: steps between two records of the active edges (``record.every``) when the config does not say
 RECORD_EVERY = 10
 METRIC_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "active_edges",
@@ -97,8 +101,7 @@ def check_config(config: Dict[str, Any], source: str = "config") -> Dict[str, An
                 raise ValueError(f"{source}: unknown key {section}.{key}; allowed: {sorted(keys)}")
             _check_type(f"{section}.{key}", value, keys[key])
     if config["data"].get("name", "digits") not in DATASETS:
-        raise ValueError(f"{source}: data.name must be one of {list(DATASETS)} (image folders: use the "
-                         f"examples' loaders), got {config['data'].get('name')!r}")
+        raise ValueError(f"{source}: data.name must be one of {list(DATASETS)}, got {config['data'].get('name')!r}")
     if "epochs" not in config["train"] or "lr" not in config["train"]:
         raise ValueError(f"{source}: train.epochs and train.lr are required")
     if config.get("record", {}).get("every", 1) < 1:
@@ -156,11 +159,47 @@ def build_model(config: Dict[str, Any]):
 
 
 def _loaders(config: Dict[str, Any]) -> Tuple[Any, Any]:
+    """Train and test loaders of ``config["data"]``: the embedded digits, or CIFAR-10 (the python batches),
+    MNIST (IDX files) or an image folder tree (``root/train/<class>/...`` and ``root/val/<class>/...``) read
+    from ``data.root``.  The train loader shuffles with its own seeded generator (which ``fit`` reseeds and
+    checkpoints); augmentation (``data.augment``, default on for CIFAR-10) draws from torch's generator."""
+    import torch
+    from torch.utils.data import DataLoader
+
     from neuralgraphs.train import digits_loaders
+    from neuralgraphs.train.data import (CIFAR10Folder, Compose, ImageFolderDataset, MNISTFolder, ResizeCenterCrop,
+                                         normalize, random_crop_flip)
 
     data = config["data"]
-    return digits_loaders(data.get("batch_size", 64), seed=config.get("seed", 0),
-                          as_images=data.get("as_images", True))
+    name, batch = data.get("name", "digits"), data.get("batch_size", 64)
+    workers = data.get("workers", 0)
+    if name == "digits":
+        return digits_loaders(batch, seed=config.get("seed", 0), as_images=data.get("as_images", True),
+                              num_workers=workers)
+    root = data.get("root")
+    if root is None:
+        raise ValueError(f"data.root: the {name} data is read from a local folder; give --data DIR or data.root=DIR")
+    if not os.path.isdir(root):
+        raise ValueError(f"data.root: {root!r} is not a folder")
+    mean, std = _STATISTICS[name]
+    crop = random_crop_flip() if data.get("augment", name == "cifar10") else None
+    size = data.get("image_size")
+    resize = ResizeCenterCrop(size) if size is not None else None
+    train_tf, test_tf = Compose(resize, crop, normalize(mean, std)), Compose(resize, normalize(mean, std))
+    try:
+        if name == "cifar10":
+            train_set, test_set = CIFAR10Folder(root, True, train_tf), CIFAR10Folder(root, False, test_tf)
+        elif name == "mnist":
+            train_set, test_set = MNISTFolder(root, True, train_tf), MNISTFolder(root, False, test_tf)
+        else:
+            train_set = ImageFolderDataset(os.path.join(root, "train"), train_tf)
+            test_set = ImageFolderDataset(os.path.join(root, "val"), test_tf)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"data.root: cannot read {name} from {root!r}: {exc}") from None
+    generator = torch.Generator()
+    generator.manual_seed(config.get("seed", 0))
+    return (DataLoader(train_set, batch_size=batch, shuffle=True, generator=generator, num_workers=workers),
+            DataLoader(test_set, batch_size=batch, shuffle=False, num_workers=workers))
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -303,6 +342,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys: train.epochs=2)")
     p.add_argument("--out", default=None, help="output folder (default: runs/NAME)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="folder of the config's data set (CIFAR-10, MNIST, image folders); sets data.root")
     p.add_argument("--list", action="store_true", help="list the shipped configs and exit")
     p.add_argument("--show", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=command)
@@ -322,6 +363,8 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = resolve_config(load_config(args.config), args.overrides)
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
+    if args.data is not None:  # the command line wins over the config and its overrides
+        config["data"]["root"] = args.data
     text = yaml.safe_dump(config, sort_keys=False)
     if args.show:
         print(text, end="")
@@ -340,7 +383,10 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if rank == 0:
             os.makedirs(out, exist_ok=True)
             _write_atomic(os.path.join(out, "config.yaml"), text)
-        train_loader, test_loader = _loaders(config)
+        try:
+            train_loader, test_loader = _loaders(config)
+        except (ValueError, ImportError) as exc:
+            parser.error(str(exc))
         # files are written by rank 0 only; every rank trains the same way
         metrics = _Metrics(os.path.join(out, "metrics.csv"), len(train_loader))
         wiring = _WiringFiles(out, config.get("record", {}).get("every", RECORD_EVERY), title=name)

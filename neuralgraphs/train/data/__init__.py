@@ -18,7 +18,7 @@ from .cifar import CIFAR10Folder
 from .digits import digits_loaders, load_digits_dataset
 from .folders import ImageFolderDataset
 from .mnist import MNISTFolder
-from .transforms import Normalize, RandomCropFlip, normalize, random_crop_flip
+from .transforms import Compose, Normalize, RandomCropFlip, ResizeCenterCrop, normalize, random_crop_flip
 
 __all__ = [
     "load_digits_dataset",
@@ -28,6 +28,8 @@ __all__ = [
     "ImageFolderDataset",
     "RandomCropFlip",
     "Normalize",
+    "ResizeCenterCrop",
+    "Compose",
     "random_crop_flip",
     "normalize",
 ]

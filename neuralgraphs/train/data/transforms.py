@@ -14,7 +14,7 @@ import torch
 
 from neuralgraphs._checks import check_bool, check_int
 
-__all__ = ["RandomCropFlip", "Normalize", "random_crop_flip", "normalize"]
+__all__ = ["RandomCropFlip", "Normalize", "ResizeCenterCrop", "Compose", "random_crop_flip", "normalize"]
 
 #: What the datasets accept as ``transform``: a callable from one sample tensor to another.
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -151,3 +151,47 @@ def normalize(mean: Union[float, Sequence[float]], std: Union[float, Sequence[fl
         ValueError: if ``std`` is not positive or the lengths differ.
     """
     return Normalize(mean, std)
+
+
+class ResizeCenterCrop:
+    """Resize a ``[C, H, W]`` tensor so that its shorter side is ``size`` (bilinear, antialiased), then cut the
+    central ``size x size`` square: the usual evaluation transform of ImageNet-style folders, for images of
+    different sizes.
+
+    Args:
+        size (int): side of the output square, positive.
+    """
+
+    def __init__(self, size: int):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size: expected a positive int, got {size!r}")
+        self.size = size
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_image(x)
+        h, w = x.shape[-2:]
+        scale = self.size / min(h, w)
+        new = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
+        if new != (h, w):
+            x = torch.nn.functional.interpolate(x[None], size=new, mode="bilinear", align_corners=False,
+                                                antialias=True)[0]
+        top, left = (new[0] - self.size) // 2, (new[1] - self.size) // 2
+        return x[:, top:top + self.size, left:left + self.size]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
+class Compose:
+    """Apply callables in order (a torchvision-free ``Compose``)."""
+
+    def __init__(self, *transforms):
+        self.transforms = [t for t in transforms if t is not None]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for t in self.transforms:
+            x = t(x)
+        return x
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(map(repr, self.transforms))})"
