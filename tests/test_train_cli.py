@@ -204,3 +204,52 @@ def test_train_on_mnist_and_image_folders(tmp_path):
                  "--data", str(folder), "--out", str(out)]) == 0
     rows = _rows(out / "metrics.csv")
     assert rows[0]["step"] == "2" and float(rows[0]["test_acc"]) in (0.0, 0.5, 1.0)
+
+
+def _events(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_tensorboard_events_carry_the_metrics_and_the_wiring(tmp_path):
+    pytest.importorskip("tensorboard")
+    Image = pytest.importorskip("PIL.Image")
+    import io
+
+    assert main(["train", "digits-static-dnw", "train.epochs=2", "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "metrics.csv")
+    events = _events(tmp_path / "tensorboard")
+    for key in ("train_loss", "test_acc", "lr", "active_edges", "swapped"):
+        got = [(e.step, e.value) for e in events.Scalars(key)]
+        assert [s for s, _ in got] == [int(r["step"]) for r in rows]
+        assert [v for _, v in got] == pytest.approx([float(r[key]) for r in rows], rel=1e-6)
+    (last,) = [e for e in events.Images("wiring/graph") if e.step == int(rows[-1]["step"])]
+    picture = np.asarray(Image.open(io.BytesIO(last.encoded_image_string)).convert("L"))
+    model = train_cli.build_model(train_cli.load_config(str(tmp_path / "config.yaml")))
+    n = model.graph.graph.num_nodes
+    assert picture.shape == (n, n) and int((picture > 127).sum()) == int(rows[-1]["active_edges"])
+
+
+def test_tensorboard_after_a_resume_shows_every_step_once(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    args = ["train", "digits-static-dnw", "train.epochs=3"]
+    assert main(args + ["--out", str(tmp_path / "whole")]) == 0
+    real = train_cli._Metrics.on_epoch_end
+
+    def killed_in_epoch_2(self, model, epoch, record):
+        real(self, model, epoch, record)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli._Metrics, "on_epoch_end", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        main(args + ["--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(train_cli._Metrics, "on_epoch_end", real)
+    assert main(args + ["--out", str(tmp_path / "cut"), "--resume"]) == 0
+    whole = [(e.step, e.value) for e in _events(tmp_path / "whole" / "tensorboard").Scalars("train_loss")]
+    cut = [(e.step, e.value) for e in _events(tmp_path / "cut" / "tensorboard").Scalars("train_loss")]
+    assert [s for s, _ in cut] == [s for s, _ in whole]
+    assert [v for _, v in cut] == pytest.approx([v for _, v in whole], rel=1e-6)

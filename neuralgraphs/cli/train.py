@@ -38,7 +38,7 @@ TRAIN_KEYS = {"epochs": int, "lr": float, "momentum": float, "weight_decay": flo
               "label_smoothing": float, "milestones": list, "device": str, "wiring_check_every": int}
 DATA_KEYS = {"name": str, "batch_size": int, "as_images": bool, "root": str, "augment": bool, "image_size": int,
              "workers": int}
-RECORD_KEYS = {"every": int}
+RECORD_KEYS = {"every": int, "tensorboard": bool}
 DATASETS = ("digits", "cifar10", "mnist", "folder")
 # per-channel mean and std of each source's training images (ImageNet's for image folders)
 _STATISTICS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)), "mnist": ((0.1307,), (0.3081,)),
@@ -254,6 +254,54 @@ class _Metrics:
         _write_atomic(self.path, buf.getvalue())
 
 
+class _TensorBoard:
+    """A fit callback writing TensorBoard event files to ``DIR/tensorboard`` (when the ``tensorboard`` package
+    is installed): per epoch, at its last step, the scalars of ``metrics.csv`` and the active-edge matrix of
+    every wired module of at most :data:`TENSORBOARD_IMAGE_MAX` nodes as an image (row = target, column =
+    source).  A resumed run purges the events after the checkpoint's step, so the curves show each step once."""
+
+    def __init__(self, folder: str, steps_per_epoch: int, metrics: "_Metrics") -> None:
+        self.folder, self.steps_per_epoch, self.metrics = folder, steps_per_epoch, metrics
+        self.writer = None
+
+    def on_fit_start(self, model, state) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        step = int(state.get("step", 0))
+        # TensorBoard drops the earlier events at steps >= purge_step: those written after the checkpoint
+        self.writer = SummaryWriter(self.folder, purge_step=step + 1 if step else None)
+
+    def on_epoch_end(self, model, epoch, record) -> None:
+        import torch
+
+        from neuralgraphs.analysis.history import wired_modules
+
+        row = self.metrics.rows[-1]
+        step = epoch * self.steps_per_epoch
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "active_edges", "swapped"):
+            if row.get(key) is not None:
+                self.writer.add_scalar(key, float(row[key]), step)
+        for name, module in wired_modules(model):
+            n = module.graph.num_nodes
+            if n > TENSORBOARD_IMAGE_MAX:
+                continue
+            with torch.no_grad():
+                index = module.active().index.cpu()
+            src, dst = module.graph.edge_index[:, index]
+            image = torch.zeros(1, n, n)
+            image[0, dst, src] = 1.0
+            self.writer.add_image(f"wiring/{name or 'model'}", image, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+#: the largest wired module (in nodes) drawn as an image in TensorBoard
+TENSORBOARD_IMAGE_MAX = 2048
+
+
 class _WiringFiles:
     """A fit callback recording the active edges every ``every`` steps and at every epoch end, written after
     each epoch to ``wiring.pt`` (indices only, atomic) and ``wiring.html`` (the slider page).
@@ -390,12 +438,20 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # files are written by rank 0 only; every rank trains the same way
         metrics = _Metrics(os.path.join(out, "metrics.csv"), len(train_loader))
         wiring = _WiringFiles(out, config.get("record", {}).get("every", RECORD_EVERY), title=name)
+        callbacks: List[Any] = [metrics, wiring]
+        board = None
+        if rank == 0 and config.get("record", {}).get("tensorboard", True) and _has_tensorboard():
+            board = _TensorBoard(os.path.join(out, "tensorboard"), len(train_loader), metrics)
+            callbacks.append(board)
         try:
             history = fit(model, train_loader, test_loader, seed=config.get("seed", 0),
                           checkpoint=os.path.join(out, "checkpoint.pt"), resume=args.resume,
-                          callbacks=[metrics, wiring] if rank == 0 else [], **train_args)
+                          callbacks=callbacks if rank == 0 else [], **train_args)
         except ValueError as exc:  # a refused resume, a batch the ranks cannot share: the run's inputs
             parser.error(f"train: {exc}")
+        finally:
+            if board is not None:
+                board.close()
         if rank == 0:
             wiring.finish(model)
             print(f"{name}: test accuracy {100 * history['test_acc'][-1]:.1f} % after {history['epoch'][-1]} "
@@ -406,6 +462,12 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
             dist.destroy_process_group()
     return 0
+
+
+def _has_tensorboard() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def _start_distributed(train_args: Dict[str, Any]) -> Tuple[int, bool]:
