@@ -136,6 +136,48 @@ def test_fit_validates_arguments(loaders, kwargs, match):
         fit(_mlp(), loaders[0], progress=False, **args)
     with pytest.raises(TypeError, match="callbacks"):
         fit(_mlp(), loaders[0], epochs=1, lr=0.1, callbacks=[42])
+    with pytest.raises(ValueError, match="^checkpoint_every: needs a checkpoint path"):
+        fit(_mlp(), loaders[0], epochs=1, lr=0.1, checkpoint_every=5)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        fit(_mlp(), loaders[0], epochs=1, lr=0.1, checkpoint="x.pt", checkpoint_every=0)
+
+
+@pytest.mark.parametrize("stop_step", [11, 13])  # two steps after the checkpoint of step 9, one after that of 12
+def test_checkpoint_inside_an_epoch_resumes_exactly(small, tmp_path, stop_step):
+    # dropout draws from torch's generator at every step: the resume must restore the state of the
+    # checkpoint's step, not of the epoch's start, or the masks (hence the weights) differ
+    def model(seed=0):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 10))
+
+    train, test = small  # 8 batches an epoch: step 9 and 12 are inside epoch 2
+    full_model = model()
+    full = fit(full_model, train, test, epochs=3, lr=0.1, seed=4, progress=False)
+
+    class Stop:
+        def on_step_end(self, model, step, loss):
+            if step == stop_step:
+                raise KeyboardInterrupt
+
+    path = tmp_path / "mid.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(model(), train, test, epochs=3, lr=0.1, seed=4, progress=False, checkpoint=path, checkpoint_every=3,
+            callbacks=[Stop()])
+    saved = load_checkpoint(path)
+    assert (saved["epoch"], saved["partial"]["batches"]) == (1, 1 if stop_step == 11 else 4)
+    steps = []
+
+    class Steps:
+        def on_step_end(self, model, step, loss):
+            steps.append(step)
+
+    resumed_model = model(seed=7)
+    resumed = fit(resumed_model, train, test, epochs=3, lr=0.1, seed=4, progress=False, checkpoint=path,
+                  checkpoint_every=3, resume=True, callbacks=[Steps()])
+    assert steps[0] == (10 if stop_step == 11 else 13) and steps[-1] == 24
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-12)
+    assert resumed["train_acc"] == full["train_acc"] and resumed["test_acc"] == full["test_acc"]
+    assert _state_equal(resumed_model, full_model)
 
 
 class _TwoWirings(nn.Module):

@@ -253,3 +253,34 @@ def test_tensorboard_after_a_resume_shows_every_step_once(tmp_path, monkeypatch)
     cut = [(e.step, e.value) for e in _events(tmp_path / "cut" / "tensorboard").Scalars("train_loss")]
     assert [s for s, _ in cut] == [s for s, _ in whole]
     assert [v for _, v in cut] == pytest.approx([v for _, v in whole], rel=1e-6)
+
+
+@pytest.mark.parametrize("kill_at", [17, 30])  # in epoch 1 (22 steps each), in epoch 2
+def test_checkpoints_inside_an_epoch_resume_exactly(kill_at, tmp_path, monkeypatch):
+    import torch
+
+    from neuralgraphs.train import load_checkpoint
+
+    args = ["train", "digits-static-dnw", "train.epochs=2", "train.checkpoint_every=5", "record.every=3"]
+    assert main(args + ["--out", str(tmp_path / "whole")]) == 0
+    real = train_cli._WiringFiles.on_step_end
+
+    def killed(self, model, step, loss):
+        real(self, model, step, loss)
+        if step == kill_at:
+            raise KeyboardInterrupt  # after the checkpoint of step 15 (or 30) and three more steps (or none)
+
+    monkeypatch.setattr(train_cli._WiringFiles, "on_step_end", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(args + ["--out", str(tmp_path / "cut")])
+    saved = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert saved["partial"]["batches"] == (kill_at - 1) // 5 * 5 % 22  # the last multiple of 5 before the kill
+    monkeypatch.setattr(train_cli._WiringFiles, "on_step_end", real)
+    assert main(args + ["--out", str(tmp_path / "cut"), "--resume"]) == 0
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert drop(_rows(tmp_path / "cut" / "metrics.csv")) == drop(_rows(tmp_path / "whole" / "metrics.csv"))
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["model"] for d in ("cut", "whole"))
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    wa, wb = (load_checkpoint(tmp_path / d / "wiring.pt") for d in ("cut", "whole"))
+    assert wa["steps"] == wb["steps"] and wa["labels"] == wb["labels"]
+    assert all(torch.equal(x[n], y[n]) for x, y in zip(wa["records"], wb["records"]) for n in y)

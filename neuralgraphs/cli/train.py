@@ -13,7 +13,8 @@ checked against its signature before anything is built.  ``key=value`` overrides
 (``train.epochs=2``, ``model.wiring=random``); values are read as YAML scalars and must have the type of the
 value they replace.  An unknown key, a value of the wrong type or a YAML tag is an error naming it before
 anything trains.  The run writes ``DIR/config.yaml`` (the resolved config), ``DIR/metrics.csv`` (one row per
-epoch, rewritten atomically after each), ``DIR/checkpoint.pt`` (atomic, every epoch) and, for a model with
+epoch, rewritten atomically after each), ``DIR/checkpoint.pt`` (atomic, every epoch and every
+``train.checkpoint_every`` steps) and, for a model with
 a learned or fixed wiring, the wiring over training: ``DIR/wiring.pt`` (the active edges every
 ``record.every`` steps, an optional fifth section, and at every epoch end), ``DIR/wiring.html`` (the slider
 page of :mod:`neuralgraphs.analysis.page`), ``DIR/wiring-final-NAME.graphml`` and two PNG plots.
@@ -35,7 +36,8 @@ __all__ = ["add_parser", "BUILDERS", "config_names", "load_config", "resolve_con
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 SECTIONS = ("model", "data", "train", "record", "seed")
 TRAIN_KEYS = {"epochs": int, "lr": float, "momentum": float, "weight_decay": float, "schedule": str,
-              "label_smoothing": float, "milestones": list, "device": str, "wiring_check_every": int}
+              "label_smoothing": float, "milestones": list, "device": str, "wiring_check_every": int,
+              "checkpoint_every": int}
 DATA_KEYS = {"name": str, "batch_size": int, "as_images": bool, "root": str, "augment": bool, "image_size": int,
              "workers": int}
 RECORD_KEYS = {"every": int, "tensorboard": bool}
@@ -215,17 +217,11 @@ class _Metrics:
     """A fit callback writing ``metrics.csv`` from the whole history after every epoch (so a resumed run
     writes the rows an uninterrupted one would), with active edges and edges swapped since the last row."""
 
-    def __init__(self, path: str, steps_per_epoch: int) -> None:
-        from neuralgraphs.analysis.history import WiringHistory, wired_modules
-
-        self.path, self.steps_per_epoch = path, steps_per_epoch
-        self.history = WiringHistory(at_epoch_end=False)
-        self._wired = wired_modules
+    def __init__(self, path: str, steps_per_epoch: int, wiring: "_WiringFiles") -> None:
+        self.path, self.steps_per_epoch, self.wiring = path, steps_per_epoch, wiring
         self.rows: List[Dict[str, Any]] = []
 
     def on_fit_start(self, model, state) -> None:
-        if self._wired(model):
-            self.history.record(model)
         done = int(state.get("epoch", 0))
         self.rows = []
         if done and os.path.isfile(self.path):
@@ -241,11 +237,18 @@ class _Metrics:
                 "swapped": swapped, "time": record["time"]}
 
     def on_epoch_end(self, model, epoch, record) -> None:
+        # from the wiring record (called after it): this epoch's end against the previous epoch's end (or the
+        # start), both kept across a resume, even one from inside the epoch
         active = swapped = None
-        if self._wired(model):
-            self.history.record(model)
-            active = self.history.num_active()[-1]
-            swapped = self.history.swaps()[-1]
+        if self.wiring.enabled:
+            from neuralgraphs.analysis.history import _count_new
+
+            history = self.wiring.history
+            previous = "start" if epoch == 1 else f"epoch {epoch - 1}"
+            before = history.records[history.labels.index(previous)]
+            now = history.records[-1]
+            active = sum(int(t.numel()) for t in now.values())
+            swapped = sum(_count_new(before[name], now[name]) for name in now)
         self.rows.append(self._row(record, active, swapped))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
@@ -325,11 +328,15 @@ class _WiringFiles:
             return
         path = os.path.join(self.out, "wiring.pt")
         done = int(state.get("step", 0))
-        if int(state.get("epoch", 0)) and os.path.isfile(path):
+        if done and os.path.isfile(path):
             saved = load_checkpoint(path)
             keep = [i for i, step in enumerate(saved["steps"]) if step <= done]
             self.history.load_state_dict({key: [saved[key][i] for i in keep]
                                           for key in ("steps", "labels", "records")})
+            if keep:
+                # the uninterrupted run took no record here unless one was due (and is kept)
+                self.history._step = done
+                return
         self.history.on_fit_start(model, state)
 
     def on_step_end(self, model, step, loss) -> None:
@@ -339,18 +346,27 @@ class _WiringFiles:
     def on_epoch_end(self, model, epoch, record) -> None:
         if not self.enabled:
             return
-        import torch
-
         from neuralgraphs.analysis.page import wiring_page_data, write_wiring_page
-        from neuralgraphs.train import save_checkpoint
 
         self.history.on_epoch_end(model, epoch, record)
+        self._save()
+        write_wiring_page(wiring_page_data(model, self.history, title=self.title),
+                          os.path.join(self.out, "wiring.html"))
+
+    def on_checkpoint(self, model, state) -> None:
+        """Before a checkpoint inside an epoch: the records so far, so that a resume from it keeps them."""
+        if self.enabled:
+            self._save()
+
+    def _save(self) -> None:
+        import torch
+
+        from neuralgraphs.train import save_checkpoint
+
         state = self.history.state_dict()
         # 4 bytes an index: candidate counts stay far below 2**31 (a dense ResNet-50 has 25.6M weights)
         state["records"] = [{n: t.to(torch.int32) for n, t in r.items()} for r in state["records"]]
         save_checkpoint(os.path.join(self.out, "wiring.pt"), state)
-        write_wiring_page(wiring_page_data(model, self.history, title=self.title),
-                          os.path.join(self.out, "wiring.html"))
 
     def finish(self, model) -> List[str]:
         """The final active wiring as GraphML (``wiring-final-NAME.graphml``, one per wired module: every
@@ -436,9 +452,9 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except (ValueError, ImportError) as exc:
             parser.error(str(exc))
         # files are written by rank 0 only; every rank trains the same way
-        metrics = _Metrics(os.path.join(out, "metrics.csv"), len(train_loader))
         wiring = _WiringFiles(out, config.get("record", {}).get("every", RECORD_EVERY), title=name)
-        callbacks: List[Any] = [metrics, wiring]
+        metrics = _Metrics(os.path.join(out, "metrics.csv"), len(train_loader), wiring)
+        callbacks: List[Any] = [wiring, metrics]
         board = None
         if rank == 0 and config.get("record", {}).get("tensorboard", True) and _has_tensorboard():
             board = _TensorBoard(os.path.join(out, "tensorboard"), len(train_loader), metrics)

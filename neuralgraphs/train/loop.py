@@ -214,7 +214,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         milestones: Optional[Sequence[int]] = None, label_smoothing: float = 0.0,
         device: Union[str, torch.device] = "cpu", progress: bool = True, checkpoint: Optional[PathLike] = None,
         resume: bool = False, seed: int = 0, callbacks: Sequence[Any] = (),
-        history: Optional[Any] = None, wiring_check_every: int = 50) -> Dict[str, List[Any]]:
+        history: Optional[Any] = None, wiring_check_every: int = 50,
+        checkpoint_every: Optional[int] = None) -> Dict[str, List[Any]]:
     """Train a classifier with SGD and return its per-epoch history.
 
     The run is deterministic given ``seed`` and the model's initial state: ``fit`` seeds torch, numpy and
@@ -258,6 +259,11 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         wiring_check_every (int): with more than one rank, compare the ranks' active edges every this many
             steps and at every epoch end (:func:`~neuralgraphs.train.distributed.check_same_wiring`).
             (default: ``50``)
+        checkpoint_every (int, optional): also write ``checkpoint`` every this many optimizer steps inside an
+            epoch; a resume from such a checkpoint replays the epoch's batch order, skips the batches done
+            and continues with the random state saved at that step, so it ends as an uninterrupted run.
+            Callbacks with an ``on_checkpoint(model, state)`` method are called just before each write
+            (to save their own state alongside).  (default: :obj:`None`, at epoch ends only)
 
     With an initialised process group of more than one rank the model is trained with
     ``DistributedDataParallel`` on ``train_loader``'s batches shared out between the ranks (see
@@ -293,6 +299,10 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     label_smoothing = check_float("label_smoothing", label_smoothing, 0.0, 1.0)
     seed = check_int("seed", seed, 0)
     wiring_check_every = check_int("wiring_check_every", wiring_check_every, 1)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
+        if checkpoint is None:
+            raise ValueError("checkpoint_every: needs a checkpoint path to write to, got checkpoint=None")
     if not isinstance(progress, bool):
         raise TypeError(f"progress: expected a bool, got {type(progress).__name__}")
     if not isinstance(resume, bool):
@@ -317,6 +327,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     for key in HISTORY_KEYS:
         history.setdefault(key, [])
     starts, step_hooks, epoch_hooks = _split_callbacks(callbacks)
+    checkpoint_hooks = [cb.on_checkpoint for cb in callbacks if callable(getattr(cb, "on_checkpoint", None))]
     try:
         steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
     except TypeError:
@@ -347,6 +358,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), _restore_python_numpy_rng():
         start_epoch = 0
+        partial = None  # the position inside an epoch of a checkpoint written by checkpoint_every
         if resume and checkpoint is not None and os.path.isfile(checkpoint):
             # on the host: generator states must be CPU tensors, and load_state_dict copies the weights to
             # wherever the model's parameters are
@@ -356,21 +368,41 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start_epoch = int(state["epoch"])
+            partial = state.get("partial")
             for key in HISTORY_KEYS:
                 history[key][:] = list(state["history"][key])
             _set_rng_state(state["rng"], train_loader, device)
         else:
             _seed_everything(seed, train_loader)
-        step = start_epoch * steps_per_epoch
+        step = start_epoch * steps_per_epoch + (int(partial["batches"]) if partial else 0)
         fit_state = {"epoch": start_epoch, "step": step, "epochs": epochs, "optimizer": optimizer,
                      "scheduler": scheduler, "history": history}
         for hook in starts:
             hook(model, fit_state)
         show = _progress_enabled(progress)
+        def write_checkpoint(epoch_done: int, position: Optional[Dict[str, Any]]) -> None:
+            for hook in checkpoint_hooks:
+                hook(model, {"epoch": epoch_done, "step": step})
+            save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch_done, "run": run_info,
+                "history": {k: list(v) for k, v in history.items() if k in HISTORY_KEYS},
+                "rng": _rng_state(train_loader, device), "partial": position})
+
         for epoch in range(start_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             net.train()
             total_loss, correct, count = 0.0, 0, 0
+            skip = 0
+            if partial is not None:
+                # replay the epoch's batch order from its start, skip what was done, then continue with the
+                # random state of the checkpoint (skipped batches may have drawn augmentations)
+                for gen, gen_state in zip(_loader_generators(train_loader), partial["loader_start"]):
+                    gen.set_state(gen_state)
+                skip = int(partial["batches"])
+                total_loss, correct, count = float(partial["loss"]), int(partial["correct"]), int(partial["count"])
+                t0 -= float(partial["time"])
+            epoch_start = [gen.get_state() for gen in _loader_generators(train_loader)]
             batches: Iterable = train_loader
             bar = None
             if show:
@@ -379,7 +411,12 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
                 bar = batches = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False,
                                      total=steps_per_epoch or None)
             try:
-                for batch in batches:
+                for batch_number, batch in enumerate(batches):
+                    if batch_number < skip:
+                        continue
+                    if partial is not None:
+                        _set_rng_state(state["rng"], None, device)
+                        partial = None
                     x, y = _batch(batch, device)
                     logits = net(x)
                     loss = label_smoothing_loss(logits, y, label_smoothing)
@@ -407,6 +444,11 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
                         check_same_wiring(model, step)
                     for hook in step_hooks:
                         hook(model, step, loss_value)
+                    if (checkpoint is not None and checkpoint_every is not None and rank == 0
+                            and step % checkpoint_every == 0 and batch_number + 1 < steps_per_epoch):
+                        write_checkpoint(epoch - 1, {
+                            "batches": batch_number + 1, "loader_start": epoch_start, "loss": total_loss,
+                            "correct": correct, "count": count, "time": time.perf_counter() - t0})
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
             finally:
@@ -436,11 +478,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
             for hook in epoch_hooks:
                 hook(model, epoch, record)
             if checkpoint is not None and rank == 0:
-                save_checkpoint(checkpoint, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch, "run": run_info,
-                    "history": {k: list(v) for k, v in history.items() if k in HISTORY_KEYS},
-                    "rng": _rng_state(train_loader, device)})
+                write_checkpoint(epoch, None)
             if checkpoint is not None and world_size > 1:
                 torch.distributed.barrier()  # no rank runs ahead of the checkpoint it could be resumed from
     return history
