@@ -395,14 +395,14 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
             total_loss, correct, count = 0.0, 0, 0
             skip = 0
             if partial is not None:
-                # replay the epoch's batch order from its start, skip what was done, then continue with the
-                # random state of the checkpoint (skipped batches may have drawn augmentations)
-                for gen, gen_state in zip(_loader_generators(train_loader), partial["loader_start"]):
-                    gen.set_state(gen_state)
+                # replay the epoch's batch order from its start (a loader without its own generator shuffles
+                # from the global one, so every generator goes back), skip what was done, then continue with
+                # the random state of the checkpoint (skipped batches may have drawn augmentations)
+                _set_rng_state(partial["epoch_rng"], train_loader, device)
                 skip = int(partial["batches"])
                 total_loss, correct, count = float(partial["loss"]), int(partial["correct"]), int(partial["count"])
                 t0 -= float(partial["time"])
-            epoch_start = [gen.get_state() for gen in _loader_generators(train_loader)]
+            epoch_start = _rng_state(train_loader, device) if checkpoint_every is not None else None
             batches: Iterable = train_loader
             bar = None
             if show:
@@ -447,7 +447,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
                     if (checkpoint is not None and checkpoint_every is not None and rank == 0
                             and step % checkpoint_every == 0 and batch_number + 1 < steps_per_epoch):
                         write_checkpoint(epoch - 1, {
-                            "batches": batch_number + 1, "loader_start": epoch_start, "loss": total_loss,
+                            "batches": batch_number + 1, "epoch_rng": epoch_start, "loss": total_loss,
                             "correct": correct, "count": count, "time": time.perf_counter() - t0})
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
