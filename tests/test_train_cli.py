@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 import pytest
+import torch
 
 from neuralgraphs.cli import main
 from neuralgraphs.cli import train as train_cli
@@ -17,7 +18,10 @@ SLOW = ["digits-continuous-dnw", "digits-mobilenet-dnw", "digits-mobilenet-rando
 PAPER = [f"cifar10-{kind}-{wiring}" for kind in ("static", "discrete", "continuous")
          for wiring in ("dnw", "random", "complete", "no-update")] + [
     "imagenet-mobilenet-x0.225-dnw", "imagenet-mobilenet-x0.225-dnw-small", "imagenet-mobilenet-x0.225-random",
-    "imagenet-mobilenet-x0.25", "imagenet-resnet50-dnw-10", "imagenet-resnet50-dnw-20", "imagenet-randwire-small-ws"]
+    "imagenet-mobilenet-x0.25", "imagenet-resnet50-dnw-10", "imagenet-resnet50-dnw-20", "imagenet-randwire-small-ws"] + [
+    f"cifar10-{kind}-{control}" for kind in ("static", "discrete", "continuous") for control in ("fine-tune", "lottery")]
+# the controls that start from a finished digits-static-dnw run
+CONTROLS = ["digits-static-fine-tune", "digits-static-lottery"]
 
 
 def _rows(path):
@@ -30,10 +34,10 @@ def test_list_names_every_shipped_config(capsys):
     listed = capsys.readouterr().out.split()
     folder = os.path.join(os.path.dirname(train_cli.__file__), "..", "configs")
     assert listed == sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
-    assert set(FAST + SLOW + PAPER) == set(listed)
+    assert set(FAST + SLOW + PAPER + CONTROLS) == set(listed)
 
 
-@pytest.mark.parametrize("name", FAST + SLOW + PAPER)
+@pytest.mark.parametrize("name", FAST + SLOW + PAPER + CONTROLS)
 def test_every_config_resolves_and_builds(name):
     config = train_cli.load_config(name)
     model = train_cli.build_model(config)
@@ -284,3 +288,107 @@ def test_checkpoints_inside_an_epoch_resume_exactly(kill_at, tmp_path, monkeypat
     wa, wb = (load_checkpoint(tmp_path / d / "wiring.pt") for d in ("cut", "whole"))
     assert wa["steps"] == wb["steps"] and wa["labels"] == wb["labels"]
     assert all(torch.equal(x[n], y[n]) for x, y in zip(wa["records"], wb["records"]) for n in y)
+
+
+def test_a_config_seeds_the_initial_weights():
+    # the dense baseline's builder takes no seed: the config's seed decides its weights
+    config = train_cli.load_config("imagenet-mobilenet-x0.25")
+    before = torch.get_rng_state()
+    a, b = train_cli.build_model(config), train_cli.build_model(config)
+    other = train_cli.build_model({**config, "seed": 1})
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator is left alone
+    assert _state_equal(a, b) and not _state_equal(a, other)
+
+
+def _state_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def dnw_run(tmp_path_factory):
+    """A finished two-epoch digits-static-dnw run."""
+    out = tmp_path_factory.mktemp("dnw")
+    assert main(["train", "digits-static-dnw", "train.epochs=2", "--out", str(out)]) == 0
+    return out
+
+
+def _active(model):
+    graph = model.graph
+    return set(graph.active().index.tolist()), graph.weight.detach()
+
+
+@pytest.mark.parametrize("name", CONTROLS)
+def test_controls_freeze_the_learned_wiring(name, dnw_run, tmp_path):
+    from neuralgraphs.models import DigitsGraphClassifier
+    from neuralgraphs.train import load_checkpoint
+
+    config = train_cli.resolve_config(train_cli.load_config(name), [f"init.from={dnw_run}", "train.epochs=2"])
+    model = train_cli.init_model(train_cli.build_model(config), config)
+    trained = load_checkpoint(dnw_run / "checkpoint.pt")["model"]
+    magnitude = trained["graph.weight"].abs()
+    active, weight = _active(model)
+    # the frozen edges are the trained run's largest |w| (checked here by the order, not by a top-k)
+    chosen = torch.zeros_like(magnitude, dtype=torch.bool)
+    chosen[list(active)] = True
+    assert len(active) == 614 and magnitude[chosen].min() >= magnitude[~chosen].max()
+    if name.endswith("fine-tune"):
+        start = trained
+    else:  # the weights the DNW run started with, rebuilt here from its builder and seed
+        torch.manual_seed(0)
+        start = DigitsGraphClassifier(kind="static", wiring="dnw").state_dict()
+    state = model.state_dict()
+    assert all(torch.equal(state[k], start[k]) for k in start)
+    # training keeps the wiring: no swaps, the same active edges at the end
+    out = tmp_path / "run"
+    assert main(["train", name, f"init.from={dnw_run}", "train.epochs=2", "--out", str(out)]) == 0
+    assert [r["swapped"] for r in _rows(out / "metrics.csv")] == ["0", "0"]
+    final = train_cli.build_model(config)
+    train_cli.init_model(final, config)
+    final.load_state_dict(load_checkpoint(out / "checkpoint.pt")["model"])
+    assert _active(final)[0] == active and not torch.equal(_active(final)[1], weight)
+
+
+def test_bad_init_sections_are_named(dnw_run, tmp_path, capsys):
+    random_run = tmp_path / "random"
+    assert main(["train", "digits-static-random", "train.epochs=1", "--out", str(random_run)]) == 0
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "checkpoint.pt").write_bytes((dnw_run / "checkpoint.pt").read_bytes())
+    (unfinished / "config.yaml").write_text((dnw_run / "config.yaml").read_text().replace("epochs: 2", "epochs: 5"))
+    cases = [
+        ([f"init.from={tmp_path / 'nowhere'}"], "config.yaml is missing"),
+        ([f"init.from={dnw_run}", "init.weights=best"], "init.weights must be one of ['trained', 'initial']"),
+        ([f"init.from={dnw_run}", "model.kind=discrete"], "trained another model: model.kind differ"),
+        ([f"init.from={unfinished}"], "is not finished (epoch 2 of 5)"),
+        ([f"init.from={random_run}", "model.wiring=random"], "did not learn a wiring"),
+        (["init.start=1"], "unknown key init.start"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(SystemExit):
+            main(["train", "digits-static-fine-tune", *overrides, "train.epochs=1", "--out", str(tmp_path / "o")])
+        assert message in capsys.readouterr().err, overrides
+
+
+def test_a_control_resumes_and_inspects_without_its_first_run(dnw_run, tmp_path, monkeypatch, capsys):
+    args = ["train", "digits-static-lottery", "train.epochs=2"]
+    assert main(args + [f"init.from={dnw_run}", "--out", str(tmp_path / "whole")]) == 0
+    real = train_cli._Metrics.on_epoch_end
+
+    def killed_in_epoch_2(self, model, epoch, record):
+        real(self, model, epoch, record)  # the checkpoint of epoch 1 is there, not that of epoch 2
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli._Metrics, "on_epoch_end", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        main(args + [f"init.from={dnw_run}", "--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(train_cli._Metrics, "on_epoch_end", real)
+    # the checkpoint holds the frozen wiring: the first run is not read again
+    gone = tmp_path / "gone"
+    assert main(args + [f"init.from={gone}", "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert drop(_rows(tmp_path / "cut" / "metrics.csv")) == drop(_rows(tmp_path / "whole" / "metrics.csv"))
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "whole")]) == 0
+    assert "614 active of 1488 candidates" in capsys.readouterr().out

@@ -113,7 +113,7 @@ def _inspect_run(folder: str, parser: argparse.ArgumentParser) -> int:
     try:
         config = train_cli.load_config(needed[0])
         state = load_checkpoint(needed[1])
-        model = train_cli.build_model(config)
+        model = train_cli.init_model(train_cli.build_model(config), config, from_run=False)
         model.load_state_dict(state["model"])
     except (ValueError, TypeError, OSError, KeyError, RuntimeError) as exc:
         parser.error(f"argument path: cannot restore the run in {folder!r} ({exc})")

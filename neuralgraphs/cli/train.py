@@ -7,6 +7,14 @@ A config is a plain YAML mapping with four sections and an optional fifth::
     train: {epochs: 15, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-5, schedule: cosine, label_smoothing: 0.0}
     seed: 0
     record: {every: 10}   # steps between two records of the active edges (optional)
+    init: {from: runs/digits-static-dnw, weights: trained}   # start from a finished run (optional)
+
+``init`` turns a finished DNW run into the paper's two controls: its learned wiring is frozen
+(:func:`neuralgraphs.freeze_wiring`) and trained again, from its trained weights (``weights: trained``,
+fine-tuning) or from the weights it started with (``weights: initial``, a one-shot lottery ticket; the model
+is rebuilt from the run's ``config.yaml`` and seed, which decide its initial weights: :func:`build_model`
+seeds torch with the config's ``seed``).  ``init.from`` is the run's output folder; its ``model`` section
+must be this config's.
 
 ``model.builder`` names a model constructor of :data:`BUILDERS`; the other ``model`` keys are its arguments,
 checked against its signature before anything is built.  ``key=value`` overrides use dotted keys
@@ -31,16 +39,18 @@ import os
 from typing import Any, Callable, Dict, List, Tuple
 
 __all__ = ["add_parser", "BUILDERS", "config_names", "load_config", "resolve_config", "build_model",
-           "METRIC_COLUMNS"]
+           "init_model", "METRIC_COLUMNS"]
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-SECTIONS = ("model", "data", "train", "record", "seed")
+SECTIONS = ("model", "data", "train", "record", "init", "seed")
 TRAIN_KEYS = {"epochs": int, "lr": float, "momentum": float, "weight_decay": float, "schedule": str,
               "label_smoothing": float, "milestones": list, "device": str, "wiring_check_every": int,
               "checkpoint_every": int}
 DATA_KEYS = {"name": str, "batch_size": int, "as_images": bool, "root": str, "augment": bool, "image_size": int,
              "workers": int}
 RECORD_KEYS = {"every": int, "tensorboard": bool}
+INIT_KEYS = {"from": str, "weights": str}
+INIT_WEIGHTS = ("trained", "initial")
 DATASETS = ("digits", "cifar10", "mnist", "folder")
 # per-channel mean and std of each source's training images (ImageNet's for image folders)
 _STATISTICS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)), "mnist": ((0.1307,), (0.3081,)),
@@ -95,9 +105,11 @@ def check_config(config: Dict[str, Any], source: str = "config") -> Dict[str, An
     builder = config["model"].get("builder")
     if builder not in BUILDERS:
         raise ValueError(f"{source}: model.builder must be one of {list(BUILDERS)}, got {builder!r}")
-    if not isinstance(config.get("record", {}), dict):
-        raise ValueError(f"{source}: section 'record' must be a mapping")
-    for section, keys in (("data", DATA_KEYS), ("train", TRAIN_KEYS), ("record", RECORD_KEYS)):
+    for section in ("record", "init"):
+        if not isinstance(config.get(section, {}), dict):
+            raise ValueError(f"{source}: section {section!r} must be a mapping")
+    for section, keys in (("data", DATA_KEYS), ("train", TRAIN_KEYS), ("record", RECORD_KEYS),
+                          ("init", INIT_KEYS)):
         for key, value in config.get(section, {}).items():
             if key not in keys:
                 raise ValueError(f"{source}: unknown key {section}.{key}; allowed: {sorted(keys)}")
@@ -108,6 +120,12 @@ def check_config(config: Dict[str, Any], source: str = "config") -> Dict[str, An
         raise ValueError(f"{source}: train.epochs and train.lr are required")
     if config.get("record", {}).get("every", 1) < 1:
         raise ValueError(f"{source}: record.every: expected a positive int, got {config['record']['every']}")
+    init = config.get("init")
+    if init is not None:
+        if "from" not in init:
+            raise ValueError(f"{source}: init.from is required: the output folder of a finished DNW run")
+        if init.get("weights", "trained") not in INIT_WEIGHTS:
+            raise ValueError(f"{source}: init.weights must be one of {list(INIT_WEIGHTS)}, got {init['weights']!r}")
     seed = config.get("seed", 0)
     _check_type("seed", seed, int)
     return config
@@ -139,8 +157,9 @@ def resolve_config(config: Dict[str, Any], overrides: List[str]) -> Dict[str, An
         if key == "seed":
             out["seed"] = value
             continue
-        if len(parts) != 2 or parts[0] not in ("model", "data", "train", "record"):
-            raise ValueError(f"override: unknown key {key!r}; expected seed or model./data./train./record.<key>")
+        if len(parts) != 2 or parts[0] not in ("model", "data", "train", "record", "init"):
+            raise ValueError(f"override: unknown key {key!r}; expected seed or "
+                             "model./data./train./record./init.<key>")
         section, name = parts
         if section == "model" and name != "builder" and name in out["model"]:
             old = out["model"][name]
@@ -153,11 +172,55 @@ def resolve_config(config: Dict[str, Any], overrides: List[str]) -> Dict[str, An
 
 
 def build_model(config: Dict[str, Any]):
-    """The model of a config (``model.builder`` called with the other ``model`` keys)."""
+    """The model of a config (``model.builder`` called with the other ``model`` keys), its initial weights
+    drawn from torch seeded with the config's ``seed`` (the global generator is left as it was)."""
+    import torch
+
     from neuralgraphs.train import apply_config
 
     args = {k: v for k, v in config["model"].items() if k != "builder"}
-    return apply_config(_builders()[config["model"]["builder"]], args)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.get("seed", 0))
+        return apply_config(_builders()[config["model"]["builder"]], args)
+
+
+def init_model(model: Any, config: Dict[str, Any], from_run: bool = True) -> Any:
+    """Apply the config's ``init`` section to ``model`` (built by :func:`build_model` from ``config``): load
+    the finished run of ``init.from``, freeze its learned wiring and keep its trained weights or go back to
+    its initial ones.  With ``from_run=False`` the wiring is only frozen, as it is in the control's own
+    checkpoints, which are loaded next (a resume, ``inspect``: the first run need not be there any more).
+    A config without ``init`` returns ``model`` unchanged."""
+    from neuralgraphs.train import load_checkpoint
+    from neuralgraphs.wiring import freeze_wiring
+
+    init = config.get("init")
+    if init is None:
+        return model
+    if not from_run:
+        return freeze_wiring(model)
+    run = init["from"]
+    source_config, checkpoint = os.path.join(run, "config.yaml"), os.path.join(run, "checkpoint.pt")
+    for path in (source_config, checkpoint):
+        if not os.path.isfile(path):
+            raise ValueError(f"init.from: {run!r} is not the output folder of a run: {path} is missing")
+    source = load_config(source_config)
+    if source["model"] != config["model"]:
+        differ = sorted(k for k in set(source["model"]) | set(config["model"])
+                        if source["model"].get(k) != config["model"].get(k))
+        raise ValueError(f"init.from: the run in {run!r} trained another model: model.{', model.'.join(differ)} "
+                         f"differ ({ {k: source['model'].get(k) for k in differ} } there)")
+    state = load_checkpoint(checkpoint)
+    epochs = source["train"]["epochs"]
+    if int(state["epoch"]) != epochs or state.get("partial") is not None:
+        raise ValueError(f"init.from: the run in {run!r} is not finished (epoch {state['epoch']} of {epochs}); "
+                         "resume it first")
+    initial = build_model(source).state_dict() if init.get("weights", "trained") == "initial" else None
+    model.load_state_dict(state["model"])
+    try:
+        freeze_wiring(model, reset_to=initial)
+    except ValueError as exc:
+        raise ValueError(f"init.from: the run in {run!r} did not learn a wiring ({exc})") from None
+    return model
 
 
 def _loaders(config: Dict[str, Any]) -> Tuple[Any, Any]:
@@ -441,6 +504,10 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"model: {exc}")
     name = os.path.splitext(os.path.basename(args.config))[0]
     out = args.out or os.path.join("runs", name)
+    try:
+        init_model(model, config, from_run=not (args.resume and os.path.isfile(os.path.join(out, "checkpoint.pt"))))
+    except ValueError as exc:
+        parser.error(str(exc))
     train_args = dict(config["train"])
     rank, started = _start_distributed(train_args)
     try:
