@@ -1,5 +1,7 @@
 """fit / evaluate (neuralgraphs.train.loop) and WiringHistory (neuralgraphs.analysis.history)."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -129,6 +131,8 @@ def test_checkpoint_resume_matches_uninterrupted_run(small, tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     ({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"), ({"schedule": "linear"}, "schedule"),
     ({"momentum": 1.0}, "momentum"), ({"label_smoothing": 2.0}, "label_smoothing"), ({"seed": -1}, "seed"),
+    ({"warmup_epochs": -1}, "warmup_epochs"), ({"warmup_epochs": 1}, "^warmup_epochs: expected fewer than"),
+    ({"warmup_epochs": 1, "epochs": 2, "schedule": "multistep"}, "^warmup_epochs: a warm-up is part of"),
 ])
 def test_fit_validates_arguments(loaders, kwargs, match):
     args = {"epochs": 1, "lr": 0.1, **kwargs}
@@ -140,6 +144,23 @@ def test_fit_validates_arguments(loaders, kwargs, match):
         fit(_mlp(), loaders[0], epochs=1, lr=0.1, checkpoint_every=5)
     with pytest.raises(ValueError, match="checkpoint_every"):
         fit(_mlp(), loaders[0], epochs=1, lr=0.1, checkpoint="x.pt", checkpoint_every=0)
+
+
+def test_warm_up_rises_linearly_then_follows_the_cosine(small):
+    train, _ = small  # 8 batches an epoch
+    rates = []
+
+    class Rates:
+        def on_fit_start(self, model, state):
+            self.optimizer = state["optimizer"]
+
+        def on_step_end(self, model, step, loss):
+            rates.append(self.optimizer.param_groups[0]["lr"])  # the rate of the next step
+
+    fit(_mlp(), train, epochs=4, lr=0.2, warmup_epochs=1, seed=0, progress=False, callbacks=[Rates()])
+    # written out: step s (0-based) runs at 0.2 * s / 8 for s < 8, then 0.1 * (1 + cos(pi * (s - 8) / 24))
+    expected = [0.2 * s / 8 if s < 8 else 0.1 * (1 + math.cos(math.pi * (s - 8) / 24)) for s in range(1, 33)]
+    assert rates == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("own_generator", [True, False])

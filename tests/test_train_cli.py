@@ -138,6 +138,7 @@ def test_paper_configs_carry_the_papers_recipes():
     assert mobile["train"]["epochs"] == 250 and mobile["data"]["image_size"] == 224
     resnet = train_cli.load_config("imagenet-resnet50-dnw-20")
     assert resnet["train"]["label_smoothing"] == 0.1 and resnet["train"]["momentum"] == 0.875
+    assert resnet["train"]["warmup_epochs"] == 5 and resnet["train"]["schedule"] == "cosine"
 
 
 def test_a_paper_config_needs_its_data_folder(tmp_path, capsys):

@@ -45,7 +45,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 SECTIONS = ("model", "data", "train", "record", "init", "seed")
 TRAIN_KEYS = {"epochs": int, "lr": float, "momentum": float, "weight_decay": float, "schedule": str,
               "label_smoothing": float, "milestones": list, "device": str, "wiring_check_every": int,
-              "checkpoint_every": int}
+              "checkpoint_every": int, "warmup_epochs": int}
 DATA_KEYS = {"name": str, "batch_size": int, "as_images": bool, "root": str, "augment": bool, "image_size": int,
              "workers": int}
 RECORD_KEYS = {"every": int, "tensorboard": bool}

@@ -189,9 +189,10 @@ def _split_callbacks(callbacks: Sequence[Any]):
 
 
 def _make_scheduler(schedule: str, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int,
-                    milestones: Optional[Sequence[int]]):
+                    milestones: Optional[Sequence[int]], warmup_epochs: int = 0):
     if schedule == "cosine":
-        return cosine(optimizer, total_steps=epochs * steps_per_epoch), True
+        return cosine(optimizer, total_steps=epochs * steps_per_epoch,
+                      warmup_steps=warmup_epochs * steps_per_epoch), True
     if schedule == "multistep":
         if milestones is None:
             # The DNW recipe's proportions: decay at 1/2 and 3/4 of the run.
@@ -215,7 +216,7 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         device: Union[str, torch.device] = "cpu", progress: bool = True, checkpoint: Optional[PathLike] = None,
         resume: bool = False, seed: int = 0, callbacks: Sequence[Any] = (),
         history: Optional[Any] = None, wiring_check_every: int = 50,
-        checkpoint_every: Optional[int] = None) -> Dict[str, List[Any]]:
+        checkpoint_every: Optional[int] = None, warmup_epochs: int = 0) -> Dict[str, List[Any]]:
     """Train a classifier with SGD and return its per-epoch history.
 
     The run is deterministic given ``seed`` and the model's initial state: ``fit`` seeds torch, numpy and
@@ -225,7 +226,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     ``fit`` returns. On CPU the
     same seed gives the same weights, wiring and accuracies.
 
-    ``schedule="cosine"`` decays the rate per step to 0 over the run; ``"multistep"`` multiplies it by 0.1 at
+    ``schedule="cosine"`` decays the rate per step to 0 over the run (after ``warmup_epochs`` of a linear rise
+    from 0, per step, as in ResNet-50's recipe); ``"multistep"`` multiplies it by 0.1 at
     each milestone epoch (default: half and three quarters of the run); ``"constant"`` keeps it. Weight decay
     is not applied to normalisation parameters or biases
     (:func:`~neuralgraphs.train.param_groups_no_weight_decay`).
@@ -264,6 +266,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
             and continues with the random state saved at that step, so it ends as an uninterrupted run.
             Callbacks with an ``on_checkpoint(model, state)`` method are called just before each write
             (to save their own state alongside).  (default: :obj:`None`, at epoch ends only)
+        warmup_epochs (int): with ``schedule="cosine"``, epochs of linear warm-up from 0 before the cosine
+            decay, stepped per batch; fewer than ``epochs``. (default: ``0``)
 
     With an initialised process group of more than one rank the model is trained with
     ``DistributedDataParallel`` on ``train_loader``'s batches shared out between the ranks (see
@@ -303,6 +307,11 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
         if checkpoint is None:
             raise ValueError("checkpoint_every: needs a checkpoint path to write to, got checkpoint=None")
+    warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
+    if warmup_epochs and schedule != "cosine":
+        raise ValueError(f"warmup_epochs: a warm-up is part of the cosine schedule, got schedule={schedule!r}")
+    if warmup_epochs >= epochs:
+        raise ValueError(f"warmup_epochs: expected fewer than epochs={epochs}, got {warmup_epochs}")
     if not isinstance(progress, bool):
         raise TypeError(f"progress: expected a bool, got {type(progress).__name__}")
     if not isinstance(resume, bool):
@@ -343,11 +352,11 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
     rank = torch.distributed.get_rank() if world_size > 1 else 0
     model.to(device)
     optimizer = torch.optim.SGD(param_groups_no_weight_decay(model, weight_decay), lr=lr, momentum=momentum)
-    scheduler, per_step = _make_scheduler(schedule, optimizer, epochs, steps_per_epoch, milestones)
+    scheduler, per_step = _make_scheduler(schedule, optimizer, epochs, steps_per_epoch, milestones, warmup_epochs)
     run_info = {"epochs": epochs, "schedule": schedule, "seed": seed, "lr": lr, "momentum": momentum,
                 "weight_decay": weight_decay, "label_smoothing": label_smoothing,
                 "milestones": None if milestones is None else [int(m) for m in milestones],
-                "steps_per_epoch": steps_per_epoch, "world_size": world_size}
+                "steps_per_epoch": steps_per_epoch, "world_size": world_size, "warmup_epochs": warmup_epochs}
     net: nn.Module = model
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
