@@ -316,3 +316,16 @@ def test_resume_is_exact_when_the_sampler_owns_the_generator(small, tmp_path):
         fit(plain, DataLoader(subset, batch_size=64), epochs=4, lr=0.1, seed=5, progress=False,
             checkpoint=path, resume=True)
     assert _state_equal(plain, _mlp(seed=8))
+
+
+def test_progress_bars_count_epochs_and_steps(small, monkeypatch, capsys):
+    from neuralgraphs.train import loop
+
+    monkeypatch.setattr(loop, "_progress_enabled", lambda progress: progress)
+    fit(_mlp(), small[0], small[1], epochs=2, lr=0.1, progress=True)
+    err = capsys.readouterr().err
+    # the epoch bar ends at 2/2 with the last epoch's accuracies; a step bar counts an epoch's 8 batches
+    # (tqdm throttles its redraws: the first one is all a run this short is sure to show)
+    last = err.rsplit("epochs: 100%", 1)[1]
+    assert "2/2" in last and "test_acc=" in last and "train_acc=" in last
+    assert "epoch 1/2:   0%|          | 0/8" in err

@@ -244,7 +244,8 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
         milestones (list of int, optional): epochs of the multistep decay. (default: :obj:`None`)
         label_smoothing (float): in ``[0, 1]``. (default: ``0.0``)
         device (str or torch.device): training device. (default: ``"cpu"``)
-        progress (bool): show a tqdm bar over the batches, only when stderr is a terminal.
+        progress (bool): show tqdm bars over the epochs (with the last train and test accuracy) and over
+            each epoch's batches (with the loss), only when stderr is a terminal.
             (default: :obj:`True`)
         checkpoint (str or os.PathLike, optional): file written atomically after every epoch with the model,
             optimizer, scheduler, epoch, history and random states. (default: :obj:`None`)
@@ -398,98 +399,109 @@ def fit(model: nn.Module, train_loader: Iterable, test_loader: Optional[Iterable
                 "history": {k: list(v) for k, v in history.items() if k in HISTORY_KEYS},
                 "rng": _rng_state(train_loader, device), "partial": position})
 
-        for epoch in range(start_epoch + 1, epochs + 1):
-            t0 = time.perf_counter()
-            net.train()
-            total_loss, correct, count = 0.0, 0, 0
-            skip = 0
-            if partial is not None:
-                # replay the epoch's batch order from its start (a loader without its own generator shuffles
-                # from the global one, so every generator goes back), skip what was done, then continue with
-                # the random state of the checkpoint (skipped batches may have drawn augmentations)
-                _set_rng_state(partial["epoch_rng"], train_loader, device)
-                skip = int(partial["batches"])
-                total_loss, correct, count = float(partial["loss"]), int(partial["correct"]), int(partial["count"])
-                t0 -= float(partial["time"])
-            epoch_start = _rng_state(train_loader, device) if checkpoint_every is not None else None
-            batches: Iterable = train_loader
-            bar = None
-            if show:
-                from tqdm.auto import tqdm
+        epoch_bar = None
+        if show:
+            from tqdm.auto import tqdm
 
-                bar = batches = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False,
-                                     total=steps_per_epoch or None)
-            try:
-                for batch_number, batch in enumerate(batches):
-                    if batch_number < skip:
-                        continue
-                    if partial is not None:
-                        _set_rng_state(state["rng"], None, device)
-                        partial = None
-                    x, y = _batch(batch, device)
-                    logits = net(x)
-                    loss = label_smoothing_loss(logits, y, label_smoothing)
-                    optimizer.zero_grad(set_to_none=True)
-                    if world_size > 1:
-                        # W * (sum of this rank's losses) / global batch: DDP's mean over ranks is then the
-                        # single-process batch mean
-                        n_global = torch.tensor(float(y.numel()), device=device)
-                        torch.distributed.all_reduce(n_global)
-                        (loss * (y.numel() * world_size) / n_global).backward()
-                    else:
-                        loss.backward()
-                    optimizer.step()
-                    if per_step:
-                        scheduler.step()
-                    step += 1
-                    loss_value = float(loss.detach())
-                    if not math.isfinite(loss_value):
-                        raise FloatingPointError(f"training loss became {loss_value} at epoch {epoch}, step "
-                                                 f"{step}; lower lr (now {lr}) or check the inputs")
-                    total_loss += loss_value * y.numel()
-                    correct += int((logits.detach().argmax(1) == y).sum())
-                    count += y.numel()
-                    if world_size > 1 and step % wiring_check_every == 0:
-                        check_same_wiring(model, step)
-                    for hook in step_hooks:
-                        hook(model, step, loss_value)
-                    if (checkpoint is not None and checkpoint_every is not None and rank == 0
-                            and step % checkpoint_every == 0 and batch_number + 1 < steps_per_epoch):
-                        write_checkpoint(epoch - 1, {
-                            "batches": batch_number + 1, "epoch_rng": epoch_start, "loss": total_loss,
-                            "correct": correct, "count": count, "time": time.perf_counter() - t0})
+            epoch_bar = tqdm(total=epochs, initial=start_epoch, desc="epochs", position=0)
+        try:
+            for epoch in range(start_epoch + 1, epochs + 1):
+                t0 = time.perf_counter()
+                net.train()
+                total_loss, correct, count = 0.0, 0, 0
+                skip = 0
+                if partial is not None:
+                    # replay the epoch's batch order from its start (a loader without its own generator shuffles
+                    # from the global one, so every generator goes back), skip what was done, then continue with
+                    # the random state of the checkpoint (skipped batches may have drawn augmentations)
+                    _set_rng_state(partial["epoch_rng"], train_loader, device)
+                    skip = int(partial["batches"])
+                    total_loss, correct, count = float(partial["loss"]), int(partial["correct"]), int(partial["count"])
+                    t0 -= float(partial["time"])
+                epoch_start = _rng_state(train_loader, device) if checkpoint_every is not None else None
+                batches: Iterable = train_loader
+                bar = None
+                if show:
+                    bar = batches = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, position=1,
+                                         total=steps_per_epoch or None)
+                try:
+                    for batch_number, batch in enumerate(batches):
+                        if batch_number < skip:
+                            continue
+                        if partial is not None:
+                            _set_rng_state(state["rng"], None, device)
+                            partial = None
+                        x, y = _batch(batch, device)
+                        logits = net(x)
+                        loss = label_smoothing_loss(logits, y, label_smoothing)
+                        optimizer.zero_grad(set_to_none=True)
+                        if world_size > 1:
+                            # W * (sum of this rank's losses) / global batch: DDP's mean over ranks is then the
+                            # single-process batch mean
+                            n_global = torch.tensor(float(y.numel()), device=device)
+                            torch.distributed.all_reduce(n_global)
+                            (loss * (y.numel() * world_size) / n_global).backward()
+                        else:
+                            loss.backward()
+                        optimizer.step()
+                        if per_step:
+                            scheduler.step()
+                        step += 1
+                        loss_value = float(loss.detach())
+                        if not math.isfinite(loss_value):
+                            raise FloatingPointError(f"training loss became {loss_value} at epoch {epoch}, step "
+                                                     f"{step}; lower lr (now {lr}) or check the inputs")
+                        total_loss += loss_value * y.numel()
+                        correct += int((logits.detach().argmax(1) == y).sum())
+                        count += y.numel()
+                        if world_size > 1 and step % wiring_check_every == 0:
+                            check_same_wiring(model, step)
+                        for hook in step_hooks:
+                            hook(model, step, loss_value)
+                        if (checkpoint is not None and checkpoint_every is not None and rank == 0
+                                and step % checkpoint_every == 0 and batch_number + 1 < steps_per_epoch):
+                            write_checkpoint(epoch - 1, {
+                                "batches": batch_number + 1, "epoch_rng": epoch_start, "loss": total_loss,
+                                "correct": correct, "count": count, "time": time.perf_counter() - t0})
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+                finally:
                     if bar is not None:
-                        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-            finally:
-                if bar is not None:
-                    bar.close()
-            if world_size > 1:
-                sums = torch.tensor([total_loss, float(correct), float(count)], dtype=torch.float64, device=device)
-                torch.distributed.all_reduce(sums)
-                total_loss, correct, count = float(sums[0]), int(sums[1]), int(sums[2])
-                check_same_wiring(model, step)
-            if count == 0:
-                raise ValueError("train_loader: yielded no samples")
-            if not per_step:
-                scheduler.step()
-            test = evaluate(model, test_loader, device, label_smoothing) if test_loader is not None else None
-            record = {
-                "epoch": epoch,
-                "train_loss": total_loss / count,
-                "train_acc": correct / count,
-                "test_loss": None if test is None else test["loss"],
-                "test_acc": None if test is None else test["accuracy"],
-                "lr": float(optimizer.param_groups[0]["lr"]),
-                "time": time.perf_counter() - t0,
-            }
-            for key in HISTORY_KEYS:
-                history[key].append(record[key])
-            for hook in epoch_hooks:
-                hook(model, epoch, record)
-            if checkpoint is not None and rank == 0:
-                write_checkpoint(epoch, None)
-            if checkpoint is not None and world_size > 1:
-                torch.distributed.barrier()  # no rank runs ahead of the checkpoint it could be resumed from
+                        bar.close()
+                if world_size > 1:
+                    sums = torch.tensor([total_loss, float(correct), float(count)], dtype=torch.float64, device=device)
+                    torch.distributed.all_reduce(sums)
+                    total_loss, correct, count = float(sums[0]), int(sums[1]), int(sums[2])
+                    check_same_wiring(model, step)
+                if count == 0:
+                    raise ValueError("train_loader: yielded no samples")
+                if not per_step:
+                    scheduler.step()
+                test = evaluate(model, test_loader, device, label_smoothing) if test_loader is not None else None
+                record = {
+                    "epoch": epoch,
+                    "train_loss": total_loss / count,
+                    "train_acc": correct / count,
+                    "test_loss": None if test is None else test["loss"],
+                    "test_acc": None if test is None else test["accuracy"],
+                    "lr": float(optimizer.param_groups[0]["lr"]),
+                    "time": time.perf_counter() - t0,
+                }
+                for key in HISTORY_KEYS:
+                    history[key].append(record[key])
+                for hook in epoch_hooks:
+                    hook(model, epoch, record)
+                if checkpoint is not None and rank == 0:
+                    write_checkpoint(epoch, None)
+                if checkpoint is not None and world_size > 1:
+                    torch.distributed.barrier()  # no rank runs ahead of the checkpoint it could be resumed from
+                if epoch_bar is not None:
+                    epoch_bar.set_postfix(train_acc=f"{record['train_acc']:.3f}", refresh=False,
+                                          **({} if test is None else {"test_acc": f"{test['accuracy']:.3f}"}))
+                    epoch_bar.update(1)
+        finally:
+            if epoch_bar is not None:
+                epoch_bar.close()
     return history
 
 
