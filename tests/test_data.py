@@ -425,3 +425,54 @@ def test_resize_center_crop():
         D.ResizeCenterCrop(0)
     composed = D.Compose(D.ResizeCenterCrop(4), None, D.normalize(0.5, 2.0))
     assert torch.allclose(composed(x), (x[:, :, 2:6] - 0.5) / 2.0)
+
+
+def _coordinates(h, w):
+    """A two-channel image whose pixels hold their own row and column."""
+    rows = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+    cols = torch.arange(w, dtype=torch.float32)[None, :].expand(h, w)
+    return torch.stack([rows, cols])
+
+
+def test_random_resized_crop_cuts_windows_of_the_allowed_areas_and_ratios():
+    h, w = 60, 90
+    t = D.RandomResizedCropFlip(16, generator=3)
+    areas, ratios, flips = [], [], 0
+    for _ in range(300):
+        top, left, ch, cw = t.window(h, w)
+        assert 0 <= top and top + ch <= h and 0 <= left and left + cw <= w
+        areas.append(ch * cw / (h * w))
+        ratios.append(cw / ch)
+    # rounding the sides to pixels moves the area and ratio a little past the drawn ones
+    assert 0.08 * 0.9 <= min(areas) and max(areas) <= 1.0
+    assert 0.75 * 0.9 <= min(ratios) and max(ratios) <= 4 / 3 * 1.1
+    assert max(areas) - min(areas) > 0.6  # the whole range is drawn, not one size
+    # the output is the window, resized: its row / column channels span the window's rows / columns
+    x = _coordinates(h, w)
+    for seed in range(20):
+        top, left, ch, cw = D.RandomResizedCropFlip(16, generator=seed).window(h, w)
+        y = D.RandomResizedCropFlip(16, generator=seed)(x)
+        assert y.shape == (2, 16, 16)
+        assert top - 0.5 <= y[0].min() and y[0].max() <= top + ch - 0.5
+        assert left - 0.5 <= y[1].min() and y[1].max() <= left + cw - 0.5
+        flipped = bool(y[1, 0, 0] > y[1, 0, -1])
+        flips += flipped
+        reference = torch.nn.functional.interpolate(x[None, :, top:top + ch, left:left + cw], size=(16, 16),
+                                                    mode="bilinear", align_corners=False, antialias=True)[0]
+        torch.testing.assert_close(y, reference.flip(2) if flipped else reference)
+    assert 0 < flips < 20
+
+
+def test_random_resized_crop_falls_back_to_the_central_window():
+    # a window of the whole area at ratio 1 never fits a 10 x 40 image: the central window of ratio 4/3
+    t = D.RandomResizedCropFlip(8, scale=(1.0, 1.0), ratio=(1.0, 4 / 3), flip=False, generator=0)
+    assert t.window(10, 40) == (0, 13, 10, 13)
+    assert t.window(40, 10) == (15, 0, 10, 10)
+    with pytest.raises(ValueError, match="scale"):
+        D.RandomResizedCropFlip(8, scale=(0.5, 2.0))
+    with pytest.raises(ValueError, match="ratio"):
+        D.RandomResizedCropFlip(8, ratio=(2.0, 1.0))
+    with pytest.raises(TypeError, match="scale"):
+        D.RandomResizedCropFlip(8, scale=0.5)
+    with pytest.raises(ValueError, match="size"):
+        D.RandomResizedCropFlip(0)

@@ -176,7 +176,7 @@ def test_train_on_cifar10_files_in_the_real_format(tmp_path):
     assert train_cli.load_config(str(out / "config.yaml"))["data"]["root"] == str(tmp_path)
 
 
-def test_train_on_mnist_and_image_folders(tmp_path):
+def test_train_on_mnist_and_image_folders(tmp_path, capsys):
     import gzip
     import struct
 
@@ -209,6 +209,10 @@ def test_train_on_mnist_and_image_folders(tmp_path):
                  "--data", str(folder), "--out", str(out)]) == 0
     rows = _rows(out / "metrics.csv")
     assert rows[0]["step"] == "2" and float(rows[0]["test_acc"]) in (0.0, 0.5, 1.0)
+    with pytest.raises(SystemExit):  # a random-resized crop needs its output size
+        main(["train", "cifar10-static-dnw", *_small_tiny("data.name=folder"), "--data", str(folder),
+              "--out", str(tmp_path / "g")])
+    assert "data.image_size: the random-resized crop" in capsys.readouterr().err
 
 
 def _events(folder):

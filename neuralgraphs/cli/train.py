@@ -227,13 +227,14 @@ def _loaders(config: Dict[str, Any]) -> Tuple[Any, Any]:
     """Train and test loaders of ``config["data"]``: the embedded digits, or CIFAR-10 (the python batches),
     MNIST (IDX files) or an image folder tree (``root/train/<class>/...`` and ``root/val/<class>/...``) read
     from ``data.root``.  The train loader shuffles with its own seeded generator (which ``fit`` reseeds and
-    checkpoints); augmentation (``data.augment``, default on for CIFAR-10) draws from torch's generator."""
+    checkpoints); augmentation (``data.augment``, default on for CIFAR-10 and image folders: padded random
+    crops and flips, or random-resized crops and flips for folders) draws from torch's generator."""
     import torch
     from torch.utils.data import DataLoader
 
     from neuralgraphs.train import digits_loaders
-    from neuralgraphs.train.data import (CIFAR10Folder, Compose, ImageFolderDataset, MNISTFolder, ResizeCenterCrop,
-                                         normalize, random_crop_flip)
+    from neuralgraphs.train.data import (CIFAR10Folder, Compose, ImageFolderDataset, MNISTFolder,
+                                         RandomResizedCropFlip, ResizeCenterCrop, normalize, random_crop_flip)
 
     data = config["data"]
     name, batch = data.get("name", "digits"), data.get("batch_size", 64)
@@ -247,10 +248,18 @@ def _loaders(config: Dict[str, Any]) -> Tuple[Any, Any]:
     if not os.path.isdir(root):
         raise ValueError(f"data.root: {root!r} is not a folder")
     mean, std = _STATISTICS[name]
-    crop = random_crop_flip() if data.get("augment", name == "cifar10") else None
+    augment = data.get("augment", name in ("cifar10", "folder"))
     size = data.get("image_size")
     resize = ResizeCenterCrop(size) if size is not None else None
-    train_tf, test_tf = Compose(resize, crop, normalize(mean, std)), Compose(resize, normalize(mean, std))
+    if name == "folder" and augment:
+        # the ImageNet recipe: a random window of 8-100 % of the image resized to the square, flipped
+        if size is None:
+            raise ValueError("data.image_size: the random-resized crop of image folders needs the output size; "
+                             "give data.image_size=N or data.augment=false")
+        train_tf = Compose(RandomResizedCropFlip(size), normalize(mean, std))
+    else:
+        train_tf = Compose(resize, random_crop_flip() if augment else None, normalize(mean, std))
+    test_tf = Compose(resize, normalize(mean, std))
     try:
         if name == "cifar10":
             train_set, test_set = CIFAR10Folder(root, True, train_tf), CIFAR10Folder(root, False, test_tf)

@@ -18,7 +18,8 @@ from .cifar import CIFAR10Folder
 from .digits import digits_loaders, load_digits_dataset
 from .folders import ImageFolderDataset
 from .mnist import MNISTFolder
-from .transforms import Compose, Normalize, RandomCropFlip, ResizeCenterCrop, normalize, random_crop_flip
+from .transforms import (Compose, Normalize, RandomCropFlip, RandomResizedCropFlip, ResizeCenterCrop, normalize,
+                         random_crop_flip)
 
 __all__ = [
     "load_digits_dataset",
@@ -29,6 +30,7 @@ __all__ = [
     "RandomCropFlip",
     "Normalize",
     "ResizeCenterCrop",
+    "RandomResizedCropFlip",
     "Compose",
     "random_crop_flip",
     "normalize",

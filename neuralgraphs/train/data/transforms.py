@@ -1,4 +1,4 @@
-"""Augmentations of ``[C, H, W]`` float tensors (random crop and flip, per-channel standardisation).
+"""Augmentations of ``[C, H, W]`` float tensors (random crops and flips, resizing, per-channel standardisation).
 
 They need no torchvision, and they are classes rather than closures so that they pickle into DataLoader
 workers.
@@ -14,7 +14,8 @@ import torch
 
 from neuralgraphs._checks import check_bool, check_int
 
-__all__ = ["RandomCropFlip", "Normalize", "ResizeCenterCrop", "Compose", "random_crop_flip", "normalize"]
+__all__ = ["RandomCropFlip", "Normalize", "ResizeCenterCrop", "RandomResizedCropFlip", "Compose", "random_crop_flip",
+           "normalize"]
 
 #: What the datasets accept as ``transform``: a callable from one sample tensor to another.
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -40,12 +41,7 @@ class RandomCropFlip:
         if padding_mode not in ("zeros", "reflect"):
             raise ValueError(f"padding_mode: expected 'zeros' or 'reflect', got {padding_mode!r}")
         self.padding_mode = padding_mode
-        if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-            generator = torch.Generator().manual_seed(int(generator))
-        elif generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, an int seed or None, got "
-                            f"{type(generator).__name__}")
-        self.generator = generator
+        self.generator = _generator(generator)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_image(x)
@@ -172,14 +168,101 @@ class ResizeCenterCrop:
         h, w = x.shape[-2:]
         scale = self.size / min(h, w)
         new = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
-        if new != (h, w):
-            x = torch.nn.functional.interpolate(x[None], size=new, mode="bilinear", align_corners=False,
-                                                antialias=True)[0]
+        x = _resize(x, new)
         top, left = (new[0] - self.size) // 2, (new[1] - self.size) // 2
         return x[:, top:top + self.size, left:left + self.size]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"
+
+
+def _generator(generator: Union[torch.Generator, int, None]) -> Union[torch.Generator, None]:
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return torch.Generator().manual_seed(int(generator))
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator, an int seed or None, got {type(generator).__name__}")
+    return generator
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return torch.nn.functional.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False,
+                                           antialias=True)[0]
+
+
+class RandomResizedCropFlip:
+    r"""The ImageNet training augmentation: cut a random window, resize it to ``size x size``, flip it
+    left-right with probability 1/2.
+
+    The window has an area of :math:`s\,HW` and an aspect ratio (width over height) :math:`r`, with
+    :math:`s \sim U(\text{scale})` and :math:`\log r \sim U(\log \text{ratio})`, at a uniform position;
+    up to 10 draws are tried until one fits in the image, else the largest central window whose ratio is
+    clamped into ``ratio`` is used (the rule of the Inception recipe that the DNW and ResNet papers train
+    with).  Random draws come from ``generator`` as in :func:`random_crop_flip`.
+
+    Args:
+        size (int): side of the output square, positive.
+        scale (tuple of float): range of the window's share of the image area, in ``(0, 1]``.
+            (default: ``(0.08, 1.0)``)
+        ratio (tuple of float): range of the window's aspect ratio, positive. (default: ``(3/4, 4/3)``)
+        flip (bool): apply the random horizontal flip. (default: ``True``)
+        generator (torch.Generator or int, optional): source of randomness, or a seed for a new one.
+            (default: ``None``, torch's global generator)
+
+    Shapes:
+        - input: ``[C, H, W]``
+        - output: ``[C, size, size]``
+    """
+
+    def __init__(self, size: int, scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
+                 flip: bool = True, generator: Union[torch.Generator, int, None] = None):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size: expected a positive int, got {size!r}")
+        for name, pair, low in (("scale", scale, 0.0), ("ratio", ratio, 0.0)):
+            if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+                    or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair)):
+                raise TypeError(f"{name}: expected two numbers (low, high), got {pair!r}")
+            if not low < pair[0] <= pair[1] or (name == "scale" and pair[1] > 1):
+                raise ValueError(f"{name}: expected 0 < low <= high{' <= 1' if name == 'scale' else ''}, "
+                                 f"got {tuple(pair)}")
+        self.size, self.scale, self.ratio = size, tuple(map(float, scale)), tuple(map(float, ratio))
+        self.flip = check_bool("flip", flip)
+        self.generator = _generator(generator)
+
+    def window(self, height: int, width: int):
+        """``(top, left, window height, window width)`` of one draw for an image of ``height x width``."""
+        area = height * width
+        log_ratio = (np.log(self.ratio[0]), np.log(self.ratio[1]))
+        for _ in range(10):
+            u = torch.rand(3, generator=self.generator, dtype=torch.float64)
+            target = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * float(u[0]))
+            aspect = float(np.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * float(u[1])))
+            w, h = int(round((target * aspect) ** 0.5)), int(round((target / aspect) ** 0.5))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, (), generator=self.generator))
+                left = int(torch.randint(0, width - w + 1, (), generator=self.generator))
+                return top, left, h, w
+        aspect = width / height
+        if aspect < self.ratio[0]:
+            w, h = width, int(round(width / self.ratio[0]))
+        elif aspect > self.ratio[1]:
+            w, h = int(round(height * self.ratio[1])), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_image(x)
+        top, left, h, w = self.window(*x.shape[-2:])
+        x = _resize(x[:, top:top + h, left:left + w], (self.size, self.size))
+        if self.flip and bool(torch.rand((), generator=self.generator) < 0.5):
+            x = torch.flip(x, dims=(2,))
+        return x.contiguous()
+
+    def __repr__(self) -> str:
+        ratio = tuple(round(r, 4) for r in self.ratio)
+        return f"{type(self).__name__}(size={self.size}, scale={self.scale}, ratio={ratio}, flip={self.flip})"
 
 
 class Compose:
