@@ -92,6 +92,17 @@ def test_crash_on_first_write_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_write_removes_what_a_killed_write_left(tmp_path):
+    # a process killed in mid-write leaves mkstemp's file; nothing else beside the target is touched
+    left = [".ckpt.pt.k3x_9q2a.tmp", ".ckpt.pt.abcdefgh.tmp"]
+    kept = [".other.pt.abcdefgh.tmp", ".ckpt.pt.tmp", "ckpt.pt.abcdefgh.tmp", ".ckpt.pt.ABC.tmp", ".xckpt.pt.ab.tmp"]
+    for name in left + kept:
+        (tmp_path / name).write_bytes(b"PARTIAL")
+    C.save_checkpoint(tmp_path / "ckpt.pt", {"epoch": 1})
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + ["ckpt.pt"])
+    assert C.load_checkpoint(tmp_path / "ckpt.pt") == {"epoch": 1}
+
+
 class _Payload:
     def __init__(self):
         self.value = 42

@@ -397,3 +397,82 @@ def test_a_control_resumes_and_inspects_without_its_first_run(dnw_run, tmp_path,
     capsys.readouterr()
     assert main(["inspect", str(tmp_path / "whole")]) == 0
     assert "614 active of 1488 candidates" in capsys.readouterr().out
+
+
+def _sigkill_when(proc, folder, ready, timeout=120.0):
+    """Poll ``folder`` until ``ready(folder)`` holds, then SIGKILL ``proc`` (a real kill -9: no handler, no
+    ``finally`` runs).  Returns whether the condition was seen before the process ended on its own."""
+    import signal
+    import time
+
+    end = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < end:
+        if ready(folder):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.001)
+    proc.wait()
+    return False
+
+
+def test_kill_9_at_several_points_then_resume_gives_the_same_run(tmp_path):
+    import subprocess
+    import sys
+
+    from neuralgraphs.train import load_checkpoint
+
+    cmd = [sys.executable, "-m", "neuralgraphs", "train", "digits-static-dnw", "train.epochs=4",
+           "train.checkpoint_every=4", "record.every=3"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    subprocess.run(cmd + ["--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
+
+    cut = tmp_path / "cut"
+
+    def checkpoint_id(folder):
+        try:
+            st = os.stat(folder / "checkpoint.pt")
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def rows(folder):
+        try:
+            return len(_rows(folder / "metrics.csv"))
+        except FileNotFoundError:
+            return 0
+
+    def writing_a_checkpoint(folder):  # the temporary file of an atomic write exists: kill in mid-write
+        return any(n.startswith(".checkpoint.pt.") for n in os.listdir(folder)) if folder.is_dir() else False
+
+    # Each condition is read against the folder as this process found it, so every kill comes later in the
+    # run than the one before.
+    points = [
+        lambda start: (lambda f: checkpoint_id(f) is not None),                       # after the first checkpoint
+        lambda start: (lambda f: rows(f) > start["rows"]),                            # right after an epoch's row
+        lambda start: (lambda f: writing_a_checkpoint(f) or checkpoint_id(f) != start["ckpt"]),  # mid-write
+        lambda start: (lambda f: rows(f) > start["rows"] + 1),                        # two epochs later
+    ]
+    killed = 0
+    for i, point in enumerate(points):
+        start = {"rows": rows(cut), "ckpt": checkpoint_id(cut)}
+        proc = subprocess.Popen(cmd + ["--out", str(cut)] + (["--resume"] if i else []), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killed += _sigkill_when(proc, cut, point(start))
+        if proc.returncode == 0:
+            break
+    assert killed >= 3  # the run was really cut (the last point may fall after the run's end)
+    if (cut / "checkpoint.pt").exists():
+        load_checkpoint(cut / "checkpoint.pt")  # whatever the kill hit, the checkpoint on disk is a whole one
+    done = subprocess.run(cmd + ["--out", str(cut), "--resume"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert drop(_rows(cut / "metrics.csv")) == drop(_rows(tmp_path / "whole" / "metrics.csv"))
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["model"] for d in ("cut", "whole"))
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    wa, wb = (load_checkpoint(tmp_path / d / "wiring.pt") for d in ("cut", "whole"))
+    assert wa["steps"] == wb["steps"] and wa["labels"] == wb["labels"]
+    assert all(torch.equal(x[n], y[n]) for x, y in zip(wa["records"], wb["records"]) for n in y)
+    # a write cut by a kill leaves no temporary file behind once the run has finished
+    assert sorted(n for n in os.listdir(cut) if n.startswith(".")) == []

@@ -13,6 +13,7 @@ import collections
 import inspect
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from typing import Any, Callable, Dict, Mapping, Union
@@ -67,7 +68,9 @@ def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> None:
     The data go to a temporary file in the same folder (so the final ``os.replace`` is a same-filesystem
     rename), which is flushed and fsynced before it replaces ``path``; the folder is fsynced afterwards
     where the platform allows. If anything fails, the temporary file is removed and any previous file at
-    ``path`` is left untouched.
+    ``path`` is left untouched.  A process killed mid-write (``kill -9``, power loss) cannot remove its
+    temporary file: the next successful write to the same ``path`` removes such leftovers (one writer per
+    ``path`` is assumed, as the final rename assumes anyway).
 
     Args:
         path (str or os.PathLike): destination file; its folder must exist.
@@ -101,6 +104,18 @@ def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> None:
             pass
         raise
     _fsync_folder(folder)
+    _remove_leftovers(folder, os.path.basename(path))
+
+
+def _remove_leftovers(folder: str, base: str) -> None:
+    # the names mkstemp gives for this target: ".BASE." + random letters, digits and "_" + ".tmp"
+    pattern = re.compile(re.escape(f".{base}.") + r"[a-z0-9_]+\.tmp")
+    for name in os.listdir(folder):
+        if pattern.fullmatch(name):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
 
 
 def _target_mode(path: str) -> int:
