@@ -307,6 +307,26 @@ def test_dnw_stage_topk_and_straight_through_gradient(num_blocks):
         opt.step()
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_dnw_stage_starts_with_a_path_from_the_input_to_the_output(seed):
+    # a stage whose first active set has no such path trains at chance until the wiring happens to connect,
+    # or for ever: a candidate into a node that reaches no output, or out of a node that nothing feeds, has a
+    # straight-through gradient of exactly zero
+    n, k = 12, 20
+    stage = DNWStage(n, 8, 8, k, seed=seed, num_blocks=4)
+    src, dst = stage.graph.edge_index
+    w = stage.weight.detach().abs()
+    active = torch.topk(w, k).indices
+    g = nx.DiGraph()
+    g.add_nodes_from(range(n + 2))
+    g.add_edges_from(zip(src[active].tolist(), dst[active].tolist()))
+    assert nx.has_path(g, 0, n + 1)
+    io = (src == 0) | (dst == n + 1)
+    bound = 1 / (stage.graph.num_edges / (n + 1)) ** 0.5  # U(-b, b), b = 1 / sqrt(mean candidate in-degree)
+    assert float(w[~io].max()) <= bound and float(w[io].max()) <= 2 * bound + 1e-7
+    assert int((w == w.max()).sum()) == 2  # the one pair input -> v -> output at the top
+
+
 def test_dnw_drop_path_matches_reference_mask():
     n, b, p, seed = 5, 6, 0.5, 2
     stage = DNWStage(n, 3, 4, 9, stride=2, seed=0, drop_path=p)

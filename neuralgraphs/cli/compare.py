@@ -42,7 +42,7 @@ RANDOM_MODELS = ("ws", "er", "ba", "random")
 # input nodes (stem channels) and output nodes (read by the head) of the channels experiment's graph
 GRAPH_INPUTS, GRAPH_OUTPUTS = 4, 8
 
-#: Defaults of ``neuralgraphs compare`` (measured to finish within 5 minutes on 2 CPU cores).
+#: Defaults of ``neuralgraphs compare`` (207-383 s on 2 CPU cores, by machine; see README.rst).
 COMPARE_DEFAULTS: Dict[str, Any] = {
     "experiments": list(EXPERIMENTS), "epochs": 12, "seeds": [0, 1, 2, 3, 4],
     "graph_nodes": 32, "graph_blocks": 5, "graph_epochs": 24, "graph_budget": None,

@@ -103,13 +103,16 @@ class WiredGraph(nn.Module):
         if self.weight_transform == "sigmoid":
             nn.init.zeros_(self.weight)  # RandWire: every aggregation weight starts at sigmoid(0) = 1/2
         else:
-            indeg = self.graph.in_degree()
-            fan_in = max(1.0, self.graph.num_edges / max(1, int((indeg > 0).sum())))
-            bound = 1.0 / math.sqrt(fan_in)
+            bound = self.initial_bound()
             nn.init.uniform_(self.weight, -bound, bound)
         for m in self.node_op.modules():
             if m is not self.node_op and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
+
+    def initial_bound(self) -> float:
+        r""":math:`1/\sqrt{f}`, :math:`f` the mean candidate in-degree of the nodes with candidates in."""
+        fan_in = max(1.0, self.graph.num_edges / max(1, int((self.graph.in_degree() > 0).sum())))
+        return 1.0 / math.sqrt(fan_in)
 
     @property
     def silences_unreached(self) -> bool:

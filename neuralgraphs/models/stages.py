@@ -279,6 +279,17 @@ class DNWStage(StaticGraph):
     1.6 to about 100 in 40 steps and training fell back to chance for epochs).  A random stage needs none:
     its output is the mean of its sinks, which are BN outputs, with fixed weights.
 
+    **Why the input and output candidates start larger.**  At RandWire's budgets (about 1.7 active edges per
+    node) the top-k of a uniform draw over all candidates often leaves no active path from the input to
+    the output (6 of 40 seeds of a 12-node stage at ``k = 20``), and such a stage trains at chance until the
+    wiring connects, or for ever: the straight-through gradient of a candidate into a node that reaches no
+    output, and of one out of a node that nothing feeds, is exactly zero, so no single swap can connect it.
+    :meth:`reset_parameters` therefore draws the ``input -> v`` and ``v -> output`` candidates from twice
+    the core's bound and puts one pair of them at the top, so that the first wiring always connects the
+    input to the output (a shallow start from which DNW learns depth).  Measured in ``neuralgraphs compare``
+    (two stages of 12 nodes, 12 epochs, seeds 0-4): 92.0 +- 2.1 % before, 94.7 +- 0.5 % after, level
+    with the WS stages (94.7 +- 1.6 %).
+
     **Input handling.**  The stage input is downsampled once, before any node: by a ``1 x 1`` conv with the
     stage stride plus BN when ``in_channels != out_channels`` (a projection, no ReLU and no 3x3), otherwise
     by a parameter-free ``stride x stride`` average pool (identity for stride 1).  Its output is the
@@ -347,6 +358,27 @@ class DNWStage(StaticGraph):
                 self.proj = self.proj_bn = None
         self.in_channels, self.out_channels, self.stride, self.drop_path = ci, c, stride, p
         self.num_nodes, self.num_blocks = n, (n if num_blocks is None else num_blocks)
+
+    def reset_parameters(self) -> None:
+        r"""The core's initialisation (:math:`U(-b, b)`, :math:`b = 1/\sqrt{f}`), except that the
+        ``input -> v`` and ``v -> output`` candidates are drawn from :math:`U(-2b, 2b)` and that the hidden
+        node whose weaker one of the two is the strongest gets both at magnitude :math:`2b`: the initial
+        wiring then connects the input to the output whenever ``k >= 2`` (see the class docstring)."""
+        super().reset_parameters()
+        if self.weight_transform is not None:
+            return
+        src, dst = self.graph.edge_index
+        last = self.graph.num_nodes - 1
+        into, out = src == 0, dst == last
+        top = 2.0 * self.initial_bound()
+        with torch.no_grad():
+            self.weight[into | out] *= 2.0
+            # hidden node v (1..N) -> |w(input -> v)|, |w(v -> output)|
+            w_in = self.weight[into].abs().index_select(0, torch.argsort(dst[into]))
+            w_out = self.weight[out].abs().index_select(0, torch.argsort(src[out]))
+            v = int(torch.minimum(w_in, w_out).argmax()) + 1  # ties: the first such node
+            for edge in ((into & (dst == v)) | (out & (src == v))).nonzero().view(-1):
+                self.weight[edge] = torch.copysign(torch.tensor(top), self.weight[edge])
 
     @property
     def k(self) -> int:
