@@ -10,7 +10,8 @@ from torch import nn
 
 from neuralgraphs.analysis.counts import count_flops, count_parameters, effective_edges
 from neuralgraphs.models import DigitsGraphClassifier, MobileNetV1Graphs, RandWireNet, TinyClassifier, resnet50
-from neuralgraphs.sparse import CompactConv2d, CompactLinear, SparseConv2d, SparseLinear, compact, sparsify
+from neuralgraphs.sparse import (CompactConv2d, CompactLinear, SparseConv2d, SparseLinear, compact, drop_dead_channels,
+                                 sparsify)
 from neuralgraphs.wiring import FixedWiring, TopKWiring
 from neuralgraphs.wiring import wiring as wiring_module
 
@@ -97,9 +98,12 @@ def test_compact_resnet_equals_the_sparse_model_and_runs_no_selection(monkeypatc
         with torch.no_grad():
             torch.testing.assert_close(small(x), ref, rtol=1e-5, atol=1e-6)
         monkeypatch.undo()
-        # same counts as the sparse model: the kept weights, once per output position
-        assert count_flops(small, (3, 32, 32)) == count_flops(model, (3, 32, 32))
-        assert count_parameters(small) == count_parameters(model)
+        # channels no layer reads are gone (fewer multiply-adds); with them kept, the counts are the sparse
+        # model's: the kept weights, once per output position
+        assert count_flops(small, (3, 32, 32)) < count_flops(model, (3, 32, 32))
+        kept = compact(model, example, drop_channels=False)
+        assert count_flops(kept, (3, 32, 32)) == count_flops(model, (3, 32, 32))
+        assert count_parameters(kept) == count_parameters(model)
     rule = compact(model)
     forms = {m.form for m in rule.modules() if isinstance(m, (CompactConv2d, CompactLinear))}
     assert "csr" not in forms and forms <= {"dense", "channels"}  # 10 % is above csr_density: no CSR by the rule
@@ -199,3 +203,109 @@ def test_compact_bad_inputs():
     with pytest.raises(TypeError, match="conv"):
         CompactConv2d(model[0])
     copy.deepcopy(compact(model))  # inference models copy like any module
+
+
+def _norms_with_statistics(*norms):
+    for bn in norms:
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-1, 1)
+
+
+def test_dead_channels_across_layers_against_a_hand_count():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 6, 1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
+                          nn.Conv2d(6, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 5 * 5, 10))
+    with torch.no_grad():
+        _norms_with_statistics(model[1], model[4])
+    sparsify(model, 1.0)  # every weight kept: the zeros below are the only ones
+    with torch.no_grad():
+        model[0].weight[[2, 5]] = 0      # computed from nothing, read by a 1x1 conv: its bias takes them
+        model[3].weight[:, 7] = 0        # not read
+        model[3].weight[1] = 0           # constant relu(bn(b)) > 0, read by a padded 3x3 conv: stays
+        model[3].bias[1], model[4].running_mean[1] = 0.0, -1.0
+        model[3].weight[4] = 0           # constant relu(bn(b)) = 0: nothing to fold, goes
+        model[3].bias[4], model[4].running_mean[4], model[4].bias[4] = 0.0, 1.0, 0.0
+        model[6].weight[:, 3] = 0        # not read
+    model.eval()
+    x = torch.randn(4, 3, 5, 5)
+    with torch.no_grad():
+        ref = model(x)
+        small = compact(model)
+        torch.testing.assert_close(small(x), ref, rtol=1e-5, atol=1e-6)
+    # 8 - {2, 5, 7} = 5 channels between the first two layers, 6 - {3, 4} = 4 between the next two
+    assert [small[i].out_channels for i in (0, 3, 6)] == [5, 4, 4]
+    assert small[1].num_features == 5 and small[4].num_features == 4
+    kept = compact(model, drop_channels=False)
+    assert [kept[i].out_channels for i in (0, 3, 6)] == [8, 6, 4] and kept[4].num_features == 6
+    assert count_flops(small, (3, 5, 5)) < count_flops(kept, (3, 5, 5))
+
+
+def test_dead_channels_of_linear_layers_and_none_across_a_residual_sum():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+    with torch.no_grad():
+        _norms_with_statistics(mlp[1])
+        mlp[0].weight[[0, 4]] = 0
+    mlp.eval()
+    x = torch.randn(7, 5)
+    ref = mlp(x)
+    removed = drop_dead_channels(mlp)
+    assert removed == {"0": 2} and mlp[0].out_features == 4 and mlp[3].in_features == 4
+    torch.testing.assert_close(mlp(x), ref, rtol=1e-5, atol=1e-6)
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.bn, self.b = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return x + self.b(torch.relu(self.bn(self.a(x))))
+
+    block = Residual().eval()
+    with torch.no_grad():
+        block.a.weight[1] = 0  # inside the residual branch: goes
+        block.b.weight[2] = 0  # an output of the sum: stays
+    x = torch.randn(2, 4, 3, 3)
+    ref = block(x)
+    assert drop_dead_channels(block) == {"a": 1}
+    assert block.b.out_channels == 4
+    torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_dead_channels_leave_shared_and_untraceable_layers_alone():
+    shared = nn.Conv2d(4, 4, 1)
+    model = nn.Sequential(nn.Conv2d(4, 4, 1), shared, nn.ReLU(), shared).eval()
+    with torch.no_grad():
+        model[0].weight[0] = 0
+        shared.weight[1] = 0
+    assert drop_dead_channels(model) == {}
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent: torch.fx cannot trace it, and it has no child to search
+                return self.b(self.a(x))
+            return self.b(self.a(-x))
+
+    branchy = Branchy().eval()
+    with torch.no_grad():
+        branchy.a.weight[0] = 0
+    assert drop_dead_channels(branchy) == {}
+
+
+def test_dead_channels_under_a_global_budget_keep_the_outputs():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    model = _trained(sparsify(resnet50(num_classes=10, width=8), 0.03, budget="global"), x)
+    with torch.no_grad():
+        ref = model(x)
+        small = compact(model)
+        torch.testing.assert_close(small(x), ref, rtol=1e-5, atol=1e-6)
+    convs = lambda m: sum(c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d))  # noqa: E731
+    assert convs(small) < convs(model)

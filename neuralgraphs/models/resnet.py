@@ -17,6 +17,8 @@ import numbers
 from collections.abc import Sequence as _SequenceABC
 from typing import Optional, Sequence, Tuple
 
+import torch
+import torch.fx
 from torch import Tensor, nn
 
 from neuralgraphs._checks import check_batch, check_bool, check_choice, check_int
@@ -27,6 +29,8 @@ EXPANSION = 4
 
 def _check_images(x: Tensor, channels: int, param: Tensor) -> None:
     """A ``[B, channels, H, W]`` floating-point batch in the dtype and on the device of ``param``."""
+    if isinstance(x, torch.fx.Proxy):
+        return  # symbolic tracing (torch.fx, as compact's channel search does): there is no batch to check
     if not isinstance(x, Tensor):
         raise TypeError(f"x: expected a 4-D float tensor [B, {channels}, H, W], got {type(x).__name__}")
     if x.dim() != 4 or x.size(1) != channels:

@@ -16,4 +16,6 @@ __all__ = ["sparsify", "density_report", "DensityReport", "sparsifiable_layers",
            "GlobalSelection", "GlobalTopKWiring"]
 from neuralgraphs.sparse.compact import FORMS, CompactConv2d, CompactGraph, CompactLinear, compact  # noqa: E402
 
-__all__ += ["compact", "CompactConv2d", "CompactLinear", "CompactGraph", "FORMS"]
+from neuralgraphs.sparse.channels import drop_dead_channels  # noqa: E402
+
+__all__ += ["compact", "CompactConv2d", "CompactLinear", "CompactGraph", "FORMS", "drop_dead_channels"]

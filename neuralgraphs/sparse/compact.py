@@ -26,7 +26,9 @@ edges) and every edge but the effective ones dropped, the rest fixed.  Input and
 model around the graph is unchanged.  Other graph modules (discrete-time and continuous-time graphs,
 RandWire and DNW stages, graphs whose node operations it does not know) keep their nodes and get their
 wiring frozen to the current selection, so no graph selects at inference.  Dead channels *across* layers
-of a sparse model (an output channel of one convolution with no weight in the next) are not removed.
+(an output channel of a convolution with no kept weight, or one the next layer does not read) are removed
+first where the layers form a chain through batch norms and ReLUs (:mod:`neuralgraphs.sparse.channels`);
+channels that feed a residual sum stay.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from neuralgraphs._checks import check_bool, check_float
 from neuralgraphs.dynamics import StaticGraph
 from neuralgraphs.generators.candidates import blocked_dag
 from neuralgraphs.nodes import Activation, ChannelsLast, Identity, NodeConv2d, NodeNorm, NodeRanges, NodeSequential
+from neuralgraphs.sparse.channels import _baked, _drop
 from neuralgraphs.sparse.layers import SparseConv2d, SparseLayer, SparseLinear
 from neuralgraphs.wiring import FixedWiring, TopKWiring, freeze_wiring
 
@@ -195,14 +198,6 @@ class CompactLinear(_CompactLayer):
         return F.linear(x, self.weight, self.bias)
 
 
-def _baked(layer: nn.Module) -> Tensor:
-    """The weight a layer multiplies with now: a sparse layer's current selection applied."""
-    with torch.no_grad():
-        if isinstance(layer, SparseLayer):
-            return layer.weight.detach() * layer.mask().to(layer.weight.dtype)
-        return layer.weight.detach()
-
-
 def _pointwise(layer: nn.Module) -> bool:
     """A linear layer or a 1x1 convolution without groups or padding: a matrix product, which CSR can run."""
     return isinstance(layer, nn.Linear) or (tuple(layer.kernel_size) == (1, 1) and layer.groups == 1
@@ -213,7 +208,8 @@ def _forms(layer: nn.Module, exportable: bool) -> List[str]:
     weight = _baked(layer)
     flat = weight.reshape(weight.size(0), -1)
     grouped = isinstance(layer, nn.Conv2d) and layer.groups != 1
-    drops = not grouped and (bool((flat == 0).all(1).any())
+    # a layer without any kept weight would become a convolution of zero channels, which torch refuses
+    drops = not grouped and bool((flat != 0).any()) and (bool((flat == 0).all(1).any())
                              or bool((weight.transpose(0, 1).reshape(weight.size(1), -1) == 0).all(1).any()))
     forms = ["dense"] + (["channels"] if drops else [])
     if _pointwise(layer) and not exportable:
@@ -358,7 +354,7 @@ def _compact_graphs(model: nn.Module) -> List[str]:
 
 
 def compact(model: nn.Module, example_input=None, *, exportable: bool = False, csr_density: float = 0.08,
-            drop_nodes: bool = True, inplace: bool = False) -> nn.Module:
+            drop_nodes: bool = True, drop_channels: bool = True, inplace: bool = False) -> nn.Module:
     """An inference model: every sparse layer replaced by a fixed layer in its fastest form, every graph
     module's wiring frozen to its current selection, eval mode.
 
@@ -374,6 +370,10 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
         drop_nodes: replace each static graph module (``StaticGraph``, a MobileNet graph) by a
             :class:`CompactGraph` of its live nodes and effective edges; graphs of other kinds, or with node
             operations it does not know, keep their nodes.  (default: :obj:`True`)
+        drop_channels: remove the channels that a layer of a ``layer -> [BN] -> [ReLU] -> layer`` chain
+            computes from no weight or that the next one does not read
+            (:func:`~neuralgraphs.sparse.channels.drop_dead_channels`); the layers of such a chain become
+            dense layers of the kept channels, compacted like the sparse ones.  (default: :obj:`True`)
         inplace: modify ``model`` instead of a copy.  (default: :obj:`False`)
 
     Returns:
@@ -389,14 +389,18 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
     check_bool("exportable", exportable)
     check_bool("inplace", inplace)
     check_bool("drop_nodes", drop_nodes)
+    check_bool("drop_channels", drop_channels)
     csr_density = check_float("csr_density", csr_density, 0.0, 1.0)
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, (SparseConv2d, SparseLinear))}
     wired = [m for m in model.modules() if isinstance(getattr(m, "wiring", None), nn.Module)]
     if not wired:
         raise ValueError("model: holds no sparse layer and no graph module to compact")
+    # layers of a chain that lost channels are dense layers of the kept ones now: compacted as the rest
+    replaced = set(_drop(model)[1]) if drop_channels else set()
+    layers = {name: m for name, m in model.named_modules()
+              if isinstance(m, (SparseConv2d, SparseLinear)) or name in replaced}
     inputs = _inputs_of(model, layers, example_input) if example_input is not None and layers else {}
     choices: List[Tuple[str, nn.Module, nn.Module]] = []  # (name, chosen, dense)
     for name, layer in layers.items():
@@ -409,7 +413,7 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
             best = min(timed, key=lambda t: t[0])[1]
         else:
             form = "dense"
-            if "csr" in forms and layer.num_kept <= csr_density * layer.weight.numel():
+            if "csr" in forms and int((_baked(layer) != 0).sum()) <= csr_density * layer.weight.numel():
                 form = "csr"
             elif "channels" in forms:
                 form = "channels"
