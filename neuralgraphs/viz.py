@@ -15,7 +15,12 @@ from typing import Any, List, Mapping, Sequence, Union
 
 import networkx as nx
 
-__all__ = ["plot_compare", "plot_training_curves", "plot_degree_distributions", "plot_swaps"]
+__all__ = ["plot_compare", "plot_training_curves", "plot_degree_distributions", "plot_swaps", "MAX_SERIES"]
+
+#: Most modules drawn as series of their own in :func:`plot_degree_distributions` and :func:`plot_swaps`; more
+#: (the 53 sparse layers of a ResNet-50) are drawn as one series, their sum: bars 1/50 wide and a legend of
+#: 50 names would not be readable, and the legend would leave the axes no room.
+MAX_SERIES = 10
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -169,7 +174,7 @@ def plot_degree_distributions(graphs: Mapping[str, nx.DiGraph], path: PathLike) 
 
     Args:
         graphs (dict): name to ``networkx.DiGraph`` (pass only the edges you want counted, e.g. the active
-            ones).
+            ones); more than :data:`MAX_SERIES` are drawn as one histogram of all their nodes.
         path (str or os.PathLike): PNG file to write; its folder must exist.
 
     Returns:
@@ -187,10 +192,13 @@ def plot_degree_distributions(graphs: Mapping[str, nx.DiGraph], path: PathLike) 
             raise TypeError(f"graphs[{name!r}]: expected a networkx.DiGraph, got {type(g).__name__}")
     path = _check_path(path)
     fig, axes = _figure(ncols=2)
-    width = 0.8 / len(graphs)
+    series = {name: [g] for name, g in graphs.items()}
+    if len(series) > MAX_SERIES:
+        series = {f"all {len(graphs)} modules": list(graphs.values())}
+    width = 0.8 / len(series)
     for ax, (title, degree) in zip(axes, (("in-degree", "in_degree"), ("out-degree", "out_degree"))):
-        for i, (name, g) in enumerate(graphs.items()):
-            counts = Counter(d for _, d in getattr(g, degree)())
+        for i, (name, members) in enumerate(series.items()):
+            counts = Counter(d for g in members for _, d in getattr(g, degree)())
             xs = sorted(counts)
             ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], [counts[x] for x in xs], width=width, label=str(name))
         ax.set_xlabel(title)
@@ -205,7 +213,8 @@ def plot_swaps(steps: Sequence[int], swaps: Mapping[str, Sequence[int]], path: P
 
     Args:
         steps (list of int): the step of every record.
-        swaps (dict): module name to its swaps per record (``len(steps)`` values; the first, 0, is not drawn).
+        swaps (dict): module name to its swaps per record (``len(steps)`` values; the first, 0, is not drawn);
+            more than :data:`MAX_SERIES` modules are drawn as one line, their sum.
         path (str or os.PathLike): PNG file to write; its folder must exist.
 
     Returns:
@@ -219,6 +228,8 @@ def plot_swaps(steps: Sequence[int], swaps: Mapping[str, Sequence[int]], path: P
             raise ValueError(f"swaps[{name!r}]: expected {len(steps)} values (one per record), got {len(values)}")
     path = _check_path(path)
     fig, (ax,) = _figure()
+    if len(swaps) > MAX_SERIES:
+        swaps = {f"all {len(swaps)} modules": [sum(column) for column in zip(*swaps.values())]}
     for name, values in swaps.items():
         ax.plot(steps[1:], list(values)[1:], marker=".", label=str(name))
     ax.set_xlabel("step")

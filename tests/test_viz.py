@@ -399,3 +399,21 @@ def test_plot_swaps(tmp_path):
         viz.plot_swaps([0, 5, 10], {"graph": [0, 4]}, tmp_path / "s.png")
     with pytest.raises(ValueError, match="swaps: expected a non-empty dict"):
         viz.plot_swaps([0], {}, tmp_path / "s.png")
+
+
+def test_many_modules_are_drawn_as_their_sum(tmp_path, figures):
+    # 30 modules (a sparse ResNet has 53): one series each left the axes no room beside a 30-name legend
+    # (matplotlib warns "axes sizes collapsed to zero", an error in this suite)
+    graphs = {f"layer{i}": nx.star_graph(3, create_using=nx.DiGraph) for i in range(30)}
+    viz.plot_degree_distributions(graphs, tmp_path / "d.png")
+    ax_in = axis(figures[0], xlabel="in-degree")
+    (bars,) = [c for c in ax_in.containers if isinstance(c, BarContainer)]
+    assert bars.get_label() == "all 30 modules"
+    heights = {round(p.get_x() + p.get_width() / 2): p.get_height() for p in bars.patches}
+    assert heights == {0: 30, 1: 90}  # per star: the hub has in-degree 0, its 3 leaves in-degree 1
+    swaps = {f"layer{i}": [0, i, 1] for i in range(30)}
+    viz.plot_swaps([0, 5, 10], swaps, tmp_path / "s.png")
+    (line,) = figures[1].axes[0].get_lines()
+    assert line.get_label() == "all 30 modules" and list(line.get_ydata()) == [sum(range(30)), 30]
+    viz.plot_swaps([0, 5, 10], dict(list(swaps.items())[:viz.MAX_SERIES]), tmp_path / "s.png")
+    assert len(figures[2].axes[0].get_lines()) == viz.MAX_SERIES
