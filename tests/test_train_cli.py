@@ -24,6 +24,16 @@ PAPER = [f"cifar10-{kind}-{wiring}" for kind in ("static", "discrete", "continuo
 CONTROLS = ["digits-static-fine-tune", "digits-static-lottery"]
 
 
+def _wiring(path):
+    """The wiring record of a run (``wiring.pt``) as a WiringHistory."""
+    from neuralgraphs.analysis.history import WiringHistory
+    from neuralgraphs.train import load_checkpoint
+
+    hist = WiringHistory()
+    hist.load_state_dict(load_checkpoint(path))
+    return hist
+
+
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -290,9 +300,9 @@ def test_checkpoints_inside_an_epoch_resume_exactly(kill_at, tmp_path, monkeypat
     assert drop(_rows(tmp_path / "cut" / "metrics.csv")) == drop(_rows(tmp_path / "whole" / "metrics.csv"))
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["model"] for d in ("cut", "whole"))
     assert all(torch.equal(a[k], b[k]) for k in b)
-    wa, wb = (load_checkpoint(tmp_path / d / "wiring.pt") for d in ("cut", "whole"))
-    assert wa["steps"] == wb["steps"] and wa["labels"] == wb["labels"]
-    assert all(torch.equal(x[n], y[n]) for x, y in zip(wa["records"], wb["records"]) for n in y)
+    wa, wb = (_wiring(tmp_path / d / "wiring.pt") for d in ("cut", "whole"))
+    assert wa.steps == wb.steps and wa.labels == wb.labels and len(wa) == len(wb)
+    assert all(torch.equal(x[n], y[n]) for x, y in zip(wa.records, wb.records) for n in y)
 
 
 def test_a_config_seeds_the_initial_weights():
@@ -471,8 +481,8 @@ def test_kill_9_at_several_points_then_resume_gives_the_same_run(tmp_path):
     assert drop(_rows(cut / "metrics.csv")) == drop(_rows(tmp_path / "whole" / "metrics.csv"))
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["model"] for d in ("cut", "whole"))
     assert all(torch.equal(a[k], b[k]) for k in b)
-    wa, wb = (load_checkpoint(tmp_path / d / "wiring.pt") for d in ("cut", "whole"))
-    assert wa["steps"] == wb["steps"] and wa["labels"] == wb["labels"]
-    assert all(torch.equal(x[n], y[n]) for x, y in zip(wa["records"], wb["records"]) for n in y)
+    wa, wb = (_wiring(tmp_path / d / "wiring.pt") for d in ("cut", "whole"))
+    assert wa.steps == wb.steps and wa.labels == wb.labels and len(wa) == len(wb)
+    assert all(torch.equal(x[n], y[n]) for x, y in zip(wa.records, wb.records) for n in y)
     # a write cut by a kill leaves no temporary file behind once the run has finished
     assert sorted(n for n in os.listdir(cut) if n.startswith(".")) == []

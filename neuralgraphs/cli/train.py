@@ -401,10 +401,9 @@ class _WiringFiles:
         path = os.path.join(self.out, "wiring.pt")
         done = int(state.get("step", 0))
         if done and os.path.isfile(path):
-            saved = load_checkpoint(path)
-            keep = [i for i, step in enumerate(saved["steps"]) if step <= done]
-            self.history.load_state_dict({key: [saved[key][i] for i in keep]
-                                          for key in ("steps", "labels", "records")})
+            self.history.load_state_dict(load_checkpoint(path))
+            keep = sum(step <= done for step in self.history.steps)  # steps ascend: a prefix
+            self.history.truncate(keep)
             if keep:
                 # the uninterrupted run took no record here unless one was due (and is kept)
                 self.history._step = done
@@ -431,14 +430,10 @@ class _WiringFiles:
             self._save()
 
     def _save(self) -> None:
-        import torch
-
         from neuralgraphs.train import save_checkpoint
 
-        state = self.history.state_dict()
-        # 4 bytes an index: candidate counts stay far below 2**31 (a dense ResNet-50 has 25.6M weights)
-        state["records"] = [{n: t.to(torch.int32) for n, t in r.items()} for r in state["records"]]
-        save_checkpoint(os.path.join(self.out, "wiring.pt"), state)
+        # the first snapshot and then the changes, 4 bytes an index (WiringHistory.state_dict)
+        save_checkpoint(os.path.join(self.out, "wiring.pt"), self.history.state_dict())
 
     def finish(self, model) -> List[str]:
         """The final active wiring as GraphML (``wiring-final-NAME.graphml``, one per wired module: every
