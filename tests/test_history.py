@@ -80,3 +80,16 @@ def test_snapshots_read_back_in_any_order_and_truncate(sets, rng, cut):
     assert [r["m"].tolist() for r in store] == want[:cut]
     store.append({"m": torch.tensor([3, 1 + 40])})
     assert [r["m"].tolist() for r in store][-1] == [3, 41] and len(store) == min(cut, len(want)) + 1
+
+
+def test_swaps_between_snapshots_by_hand():
+    hist = _history([{"g": torch.tensor([1, 2, 3])}, {"g": torch.tensor([1, 2, 4])},
+                     {"g": torch.tensor([1, 2, 3])}, {"g": torch.tensor([5, 6, 7])}])
+    assert hist.swaps() == [1, 1, 3]
+    # 0 -> 2: the edge 3 left and came back, nothing new; 2 -> 3: all three new
+    assert hist.swaps_between([0, 2, 3]) == [0, 3]
+    assert hist.swaps_between([1]) == [] and hist.swaps_between([]) == []
+    with pytest.raises(ValueError, match="ascending snapshot indices"):
+        hist.swaps_between([2, 1])
+    with pytest.raises(ValueError, match="ascending snapshot indices"):
+        hist.swaps_between([0, 4])

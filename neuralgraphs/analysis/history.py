@@ -218,21 +218,39 @@ class WiringHistory:
         counts = [{name: int(t.numel()) for name, t in added.items()} for added in self.records.added]
         return counts if per_module else [sum(c.values()) for c in counts]
 
+    def swaps_between(self, indices: List[int]) -> List[int]:
+        """Edges active at each of the snapshots ``indices`` (ascending) and not at the one listed before it,
+        in one pass over the stored changes (e.g. per epoch from the snapshots at the epochs' ends)."""
+        indices = list(indices)
+        if not indices:
+            return []
+        if any(b <= a for a, b in zip(indices, indices[1:])) or not 0 <= indices[0] <= indices[-1] < len(self):
+            raise ValueError(f"indices: expected ascending snapshot indices in [0, {len(self)}), got {indices}")
+        wanted, out, before = set(indices), [], None
+        for i, snap in enumerate(self.records):
+            if i in wanted:
+                if before is not None:
+                    out.append(sum(_count_new(before[n], snap[n]) for n in snap))
+                before = snap
+            if i >= indices[-1]:
+                break
+        return out
+
     def removed(self) -> List[int]:
         """Edges that left the active set between consecutive snapshots (equal to :meth:`swaps` at a fixed
         budget)."""
         self._check_nonempty(1)
         return [sum(int(t.numel()) for t in removed.values()) for removed in self.records.removed]
 
-    def num_active(self) -> List[int]:
-        """Active edges (all modules) in each snapshot."""
-        if not len(self.records):
+    def num_active(self, per_module: bool = False) -> List[Any]:
+        """Active edges in each snapshot: all modules together, or a dict of module name to count."""
+        r = self.records
+        if not len(r):
             return []
-        out = [sum(int(t.numel()) for t in self.records.first.values())]
-        for added, removed in zip(self.records.added, self.records.removed):
-            out.append(out[-1] + sum(int(t.numel()) for t in added.values())
-                       - sum(int(t.numel()) for t in removed.values()))
-        return out
+        counts = [{n: int(t.numel()) for n, t in r.first.items()}]
+        for added, removed in zip(r.added, r.removed):
+            counts.append({n: counts[-1][n] + int(added[n].numel()) - int(removed[n].numel()) for n in r.names})
+        return counts if per_module else [sum(c.values()) for c in counts]
 
     def final_overlap(self) -> List[float]:
         """Fraction of the last snapshot's active edges already active in each snapshot (1.0 at the end)."""

@@ -19,7 +19,7 @@ import os
 from typing import Any, Dict, List, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .history import WiringHistory, wired_modules
 
@@ -73,23 +73,31 @@ def wiring_page_data(model: nn.Module, history: WiringHistory, title: str = "wir
     if len(history) == 0:
         raise ValueError("history: has no snapshot; record at least one")
     modules = dict(wired_modules(model))
-    names = list(history.records[0])
+    names = list(history.records.names)
     missing = [n for n in names if n not in modules]
     if missing:
         raise ValueError(f"history: recorded modules {missing} that the model does not have")
     swaps = [[0] + [s[n] for s in history.swaps(per_module=True)] for n in names]
+    counts = history.num_active(per_module=True)
+    drawn = [n for n in names if max(c[n] for c in counts) <= DRAWN_EDGES_MAX]
+    # one pass over the stored changes, only for the modules that are drawn
+    snaps_of: Dict[str, List[Tensor]] = {n: [] for n in drawn}
+    if drawn:
+        for snap in history.records:
+            for n in drawn:
+                snaps_of[n].append(snap[n])
     out = []
     for name, module_swaps in zip(names, swaps):
         graph = modules[name].graph
-        snaps = [snap[name] for snap in history.records]
-        num_active = [int(s.numel()) for s in snaps]
+        num_active = [c[name] for c in counts]
         entry: Dict[str, Any] = {
             "name": name or "model", "num_nodes": int(graph.num_nodes),
             "inputs": graph.inputs.tolist(), "outputs": graph.outputs.tolist(),
             "positions": [[round(x, 4), round(y, 4)] for x, y in _positions(graph)],
             "num_candidates": int(graph.num_edges), "num_active": num_active, "swaps": module_swaps,
             "edges": [], "active": None}
-        if max(num_active) <= DRAWN_EDGES_MAX:
+        if name in snaps_of:
+            snaps = snaps_of[name]
             used = torch.unique(torch.cat(snaps)) if snaps else torch.empty(0, dtype=torch.long)
             entry["edges"] = graph.edge_index[:, used].t().tolist()
             entry["active"] = [torch.searchsorted(used, s).tolist() for s in snaps]

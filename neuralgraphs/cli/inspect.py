@@ -148,15 +148,14 @@ def _inspect_run(folder: str, parser: argparse.ArgumentParser) -> int:
         hist = WiringHistory()
         hist.load_state_dict(load_checkpoint(record))
         ends = [0] + [i for i, label in enumerate(hist.labels) if str(label).startswith("epoch ")]
-        by_epoch = WiringHistory()
-        by_epoch.load_state_dict({key: [getattr(hist, key)[i] for i in ends] for key in ("steps", "labels", "records")})
         print(f"  records          {len(hist)} (steps {hist.steps[0]}..{hist.steps[-1]})")
-        print(f"  swaps per epoch  {by_epoch.swaps()} (edges active at the epoch's end, not at the previous one's)")
+        print(f"  swaps per epoch  {hist.swaps_between(ends)} (edges active at the epoch's end, not at the previous "
+              "one's)")
         try:
             from neuralgraphs.viz import plot_degree_distributions, plot_swaps
 
             swaps = {label: [0] + [s[name] for s in hist.swaps(per_module=True)]
-                     for label, name in zip(graphs, hist.records[0])}
+                     for label, name in zip(graphs, hist.records.names)}
             for path in (plot_swaps(hist.steps, swaps, os.path.join(folder, "wiring-swaps.png")),
                          plot_degree_distributions(graphs, os.path.join(folder, "wiring-degrees.png"))):
                 print(f"  plot             {path}")
