@@ -59,7 +59,7 @@ class Snapshots:
         return len(self.added) + 1 if self.names or self.first else 0
 
     def append(self, snap: Dict[str, Tensor]) -> None:
-        snap = {n: t.to(torch.int64) for n, t in snap.items()}
+        snap = {n: t.to(torch.int64).sort().values for n, t in snap.items()}
         if not len(self):
             self.names, self.first = list(snap), {n: t.to(torch.int32) for n, t in snap.items()}
         else:
@@ -116,7 +116,8 @@ class WiringHistory:
     r"""Snapshots of the active edges of every wired module, and the swaps between them.
 
     A snapshot holds, per module, the ascending indices of its active candidate edges (``k`` int64 values,
-    not an ``E``-sized mask); :attr:`records` stores them as changes (:class:`Snapshots`). With :math:`A_i` the active set of snapshot :math:`i` (all modules together),
+    not an ``E``-sized mask); :attr:`records` stores them as changes (:class:`Snapshots`).  With
+    :math:`A_i` the active set of snapshot :math:`i` (all modules together),
 
     .. math::
         \text{swaps}_i = |A_i \setminus A_{i-1}| \ (= |A_{i-1} \setminus A_i| \text{ for a fixed budget}),
