@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuralgraphs.sparse.layers import SparseLayer
+from neuralgraphs.sparse.sparsify import _replace
 
 __all__ = ["drop_dead_channels"]
 
@@ -152,11 +153,6 @@ def _new_norm(old: nn.Module, keep: Tensor) -> nn.Module:
     return new.train(old.training)
 
 
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 def drop_dead_channels(model: nn.Module) -> Dict[str, int]:
     """Remove, in place, the channels that no layer computes or no layer reads (see the module docstring),
     with every weight's current selection baked in: a sparse layer of such a chain becomes a dense
@@ -218,9 +214,9 @@ def _drop_chain(model: nn.Module, a_name: str, steps, b_name: str) -> int:
         per_channel = w_b.double().reshape(w_b.size(0), channels, -1).sum(2)  # [out, in]: a constant's gain
         extra = (per_channel[:, fold] * value[fold]).sum(1).to(w_b.dtype)
         bias_b = extra if bias_b is None else bias_b + extra
-    _set(model, a_name, _new_layer(a, w_a[keep], None if a.bias is None else a.bias.detach()[keep]))
+    _replace(model, a_name, _new_layer(a, w_a[keep], None if a.bias is None else a.bias.detach()[keep]))
     for kind, name in steps:
         if kind == "norm":
-            _set(model, name, _new_norm(modules[name], keep))
-    _set(model, b_name, _new_layer(b, w_b[:, keep], bias_b))
+            _replace(model, name, _new_norm(modules[name], keep))
+    _replace(model, b_name, _new_layer(b, w_b[:, keep], bias_b))
     return int(drop.sum())

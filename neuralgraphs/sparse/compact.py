@@ -48,6 +48,7 @@ from neuralgraphs.generators.candidates import blocked_dag
 from neuralgraphs.nodes import Activation, ChannelsLast, Identity, NodeConv2d, NodeNorm, NodeRanges, NodeSequential
 from neuralgraphs.sparse.channels import _baked, _drop
 from neuralgraphs.sparse.layers import SparseConv2d, SparseLayer, SparseLinear
+from neuralgraphs.sparse.sparsify import _replace
 from neuralgraphs.wiring import FixedWiring, TopKWiring, freeze_wiring
 
 __all__ = ["compact", "CompactConv2d", "CompactLinear", "CompactGraph", "FORMS"]
@@ -236,9 +237,7 @@ def _time(module: nn.Module, x, repeats: int = 5) -> float:
 
 def _install(model: nn.Module, layers: List[Tuple[str, nn.Module]]) -> None:
     for name, new in layers:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, new)
+        _replace(model, name, new)
 
 
 def _inputs_of(model: nn.Module, layers: Dict[str, nn.Module], example_input) -> Dict[str, Tensor]:
