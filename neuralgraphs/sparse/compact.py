@@ -412,7 +412,8 @@ def compact(model: nn.Module, example_input=None, *, exportable: bool = False, c
             best = min(timed, key=lambda t: t[0])[1]
         else:
             form = "dense"
-            if "csr" in forms and int((_baked(layer) != 0).sum()) <= csr_density * layer.weight.numel():
+            kept = layer.num_kept if isinstance(layer, SparseLayer) else int(torch.count_nonzero(layer.weight))
+            if "csr" in forms and kept <= csr_density * layer.weight.numel():
                 form = "csr"
             elif "channels" in forms:
                 form = "channels"
